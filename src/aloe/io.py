@@ -1,0 +1,108 @@
+"""Reading and writing records: clear errors that name the file, line and field; atomic writes.
+
+A write goes to a temporary file in the same folder and is renamed over the target, so a crash
+never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+class RecordError(ValueError):
+    """A malformed input record: names the file, the line (or record key) and the field."""
+
+    def __init__(self, path: str | Path, where: str | int | None, field: str | None, problem: str):
+        self.path, self.where, self.field, self.problem = str(path), where, field, problem
+        loc = str(path)
+        if where is not None:
+            loc += f":{where}" if isinstance(where, int) else f" record {where!r}"
+        if field is not None:
+            loc += f" field {field!r}"
+        super().__init__(f"{loc}: {problem}")
+
+
+def _open_text(path: Path, mode: str = "rt") -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode, encoding="utf-8")  # type: ignore[return-value]
+    return open(path, mode, encoding="utf-8")
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a bad line raises RecordError."""
+    p = require_file(path)
+    with _open_text(p) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(p, lineno, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise RecordError(p, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def read_json(path: str | Path) -> Any:
+    p = require_file(path)
+    with _open_text(p) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise RecordError(p, e.lineno, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        raw = os.fdopen(fd, mode.replace("t", "") + ("b" if p.suffix == ".gz" else ""),
+                        **({} if p.suffix == ".gz" or "b" in mode else {"encoding": "utf-8"}))
+        f: IO[Any] = gzip.open(raw, "wt", encoding="utf-8") if p.suffix == ".gz" else raw  # type: ignore[assignment]
+        with f:
+            yield f
+            f.flush()
+            if f is raw:
+                os.fsync(raw.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with atomic_open(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
