@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, for fast unit tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from aloe.models.embedded import gguf_path
+
+    path = gguf_path("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def make_tiny_llama(vocab_size: int, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, pad_token_id=2, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm_tokenizer):
+    return make_tiny_llama(len(smollm_tokenizer))
+
+
+@pytest.fixture()
+def tiny_lm(tiny_model, smollm_tokenizer):
+    from aloe.models.hf import HFCausalLM
+
+    return HFCausalLM(tiny_model, smollm_tokenizer, batch_size=4)
