@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +17,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def smollm_tokenizer():
     from transformers import AutoTokenizer
 
-    from aloe.models.embedded import gguf_path
+    from aloe.models.embedded import cache_root, gguf_path
 
-    path = gguf_path("smollm2-135m-instruct")
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    # Reading the tokenizer out of the GGUF parses the whole file; keep a copy for later sessions.
+    saved = cache_root() / "test-tokenizers" / "smollm2-135m-instruct"
+    if (saved / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(saved)
+    else:
+        path = gguf_path("smollm2-135m-instruct")
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=saved.parent))
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, saved)
+        except OSError:  # another test process saved it first
+            shutil.rmtree(tmp, ignore_errors=True)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -11,6 +11,12 @@ import sys
 # `func(args) -> int`. Imports stay light: heavy libraries load inside `func`.
 STAGE_CLIS = [
     "aloe.evaluate.cli",
+    "aloe.curate.cli",
+    "aloe.infer.cli",
+    "aloe.serve.cli",
+    "aloe.redteam.cli",
+    "aloe.train.cli",
+    "aloe.merge.cli",
 ]
 
 

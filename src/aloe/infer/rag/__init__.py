@@ -1,0 +1,1 @@
+"""Retrieval-augmented answering: a chunked passage corpus, BM25 and dense indexes, RRF fusion."""

@@ -1,0 +1,1 @@
+"""Model merging: linear, SLERP, task arithmetic, TIES, DARE-TIES, DARE-linear over safetensors."""

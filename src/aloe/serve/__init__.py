@@ -1,0 +1,1 @@
+"""An OpenAI-compatible server that answers MCQs with an inference strategy and passes other chats through."""

@@ -1,0 +1,67 @@
+"""`aloe serve`: an OpenAI-compatible endpoint that answers MCQs with an inference strategy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from aloe.infer.cli import add_config_args, config_from_args
+from aloe.models.spec import DEFAULT_MODEL
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API, with a strategy",
+                       description="OpenAI-compatible /v1/chat/completions and /v1/models. MCQ-like user "
+                                   "turns are answered with --strategy; other chats pass through.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    p.add_argument("--served-name", default=None, help="the model id clients send (default: the spec)")
+    p.add_argument("--strategy", default="zero-shot",
+                   help="zero-shot|cot|sc-cot|medprompt|rag|medprompt+rag, or 'none' to pass everything through")
+    p.add_argument("--pool", default="all",
+                   help="kNN few-shot pool: comma-separated benchmark names whose few-shot pools to use, or 'all'")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("ALOE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $ALOE_API_KEY; none: open)")
+    p.add_argument("--max-concurrency", type=int, default=16, help="requests admitted at once")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--cache-dir", type=Path, default=None, help="completion cache folder (default: none)")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.infer.strategies import build_strategy
+    from aloe.models.generator import get_generator
+    from aloe.models.spec import parse_model_spec
+    from aloe.serve.app import AloeServer, ServeConfig
+
+    if args.max_concurrency < 1:
+        raise ValueError("--max-concurrency must be at least 1")
+    strategy = None if args.strategy == "none" else build_strategy(args.strategy, config_from_args(args))
+    pool = []
+    if strategy is not None and strategy.uses_pool:
+        for bench in parse_benchmarks(args.pool):
+            if bench.fewshot:
+                pool += load_split(bench, "fewshot", args.data_dir)
+    if strategy is not None and strategy.preset.rag:
+        _ = strategy.retriever  # build or load the indexes before the first request
+    spec = parse_model_spec(args.model)
+    kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
+    generator = get_generator(args.model, cache_dir=args.cache_dir, **kwargs)
+    cfg = ServeConfig(model_name=args.served_name or args.model, api_key=args.api_key,
+                      max_concurrency=args.max_concurrency, max_body_bytes=args.max_body_bytes)
+    server = AloeServer((args.host, args.port), cfg, generator, strategy, pool)
+    host, port = server.server_address[:2]
+    print(f"serving {cfg.model_name} (strategy {args.strategy}) on http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

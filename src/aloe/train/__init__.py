@@ -1,0 +1,1 @@
+"""Training: SFT, preference pairs and DPO alignment on TRL."""

@@ -1,0 +1,150 @@
+"""DPO alignment in stages with TRL's DPOTrainer: stage 1 (medical + general + safety pairs), then
+stage 2 (red-team pairs from `aloe redteam pairs`), each starting from the previous stage's output.
+
+Per stage: pairs whose source starts with one of `exclude_sources` are left out (kept for
+evaluation); a seeded fraction of the rest is held out. On the held-out pairs, before and after
+training, the stage reports preference accuracy (the model gives the chosen response a higher
+log-probability than the rejected one), the mean log-probability margin, and the DPO reward margin
+beta * (margin_after - margin_before) against the stage's starting model, which is DPO's reference.
+With `refusal_eval`, the refusal rate of the starting model and the final model on held-out harmful
+prompts is measured by the same judge (`aloe.redteam.judges.RefusalJudge`).
+
+Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted) and
+<output_dir>/stage<k>/final (a plain checkpoint, LoRA merged in) under a completion marker.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aloe.io import read_json, write_json, write_jsonl
+from aloe.records import Preference
+from aloe.train.common import (
+    is_complete, last_checkpoint, load_model_for_training, peft_config, save_final, trainer_args,
+)
+from aloe.train.config import AlignSettings, AlignStage
+from aloe.train.data import load_preferences, split_holdout, to_dpo_row
+
+log = logging.getLogger(__name__)
+
+
+def response_logprobs(model: Any, tokenizer: Any, pairs: list[Preference], batch_size: int = 8) -> list[tuple[float, float]]:
+    """(log p(chosen | prompt), log p(rejected | prompt)) per pair, each response ending with the
+    chat template's end of turn."""
+    from aloe.models.hf import HFCausalLM
+
+    def split(prompt: list[dict[str, str]], response: str) -> tuple[str, str]:
+        ctx = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+        if not whole.startswith(ctx):
+            raise ValueError("the chat template renders the prompt differently once a response follows it")
+        return ctx, whole[len(ctx):]
+
+    lm = HFCausalLM(model.eval(), tokenizer, batch_size=batch_size)
+    reqs = [split(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
+    scores = [lp for lp, _ in lm.loglikelihood(reqs, desc="preference log-probs")]
+    return [(scores[2 * i], scores[2 * i + 1]) for i in range(len(pairs))]
+
+
+def preference_metrics(logps: list[tuple[float, float]], ref: list[tuple[float, float]] | None = None,
+                       beta: float = 0.1) -> dict[str, float]:
+    margins = [c - r for c, r in logps]
+    out = {"pairs": len(margins), "preference_accuracy": sum(m > 0 for m in margins) / max(1, len(margins)),
+           "logp_margin": sum(margins) / max(1, len(margins))}
+    if ref is not None:
+        rewards = [beta * (m - (c - r)) for m, (c, r) in zip(margins, ref, strict=True)]
+        out["reward_margin"] = sum(rewards) / max(1, len(rewards))
+        out["reward_accuracy"] = sum(x > 0 for x in rewards) / max(1, len(rewards))
+    return out
+
+
+def refusal_rate(model_dir: str, prompts_path: str, n: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    from aloe.models.generator import GenParams, get_generator
+    from aloe.redteam.judges import RefusalJudge
+    from aloe.redteam.prompts import load_prompts_jsonl, sample_per_source
+
+    prompts = sample_per_source(load_prompts_jsonl(prompts_path), n)
+    # No completion cache: the key is the model's path, and a retrained stage reuses its path.
+    gen = get_generator(model_dir, batch_size=batch_size)
+    responses = gen.chat([[{"role": "user", "content": p.prompt}] for p in prompts], GenParams(max_new_tokens=max_new_tokens))
+    verdicts = RefusalJudge().judge_many([p.prompt for p in prompts], responses)
+    refused = sum(v.unsafe is False for v in verdicts)
+    return {"prompts": len(prompts), "refused": refused, "refusal_rate": refused / max(1, len(prompts)),
+            "judge": "refusal (aloe.redteam.judges.RefusalJudge)"}
+
+
+def _stage_pairs(st: AlignStage, s: AlignSettings, stage_dir: Path) -> tuple[list[Preference], list[Preference]]:
+    prefs = load_preferences(st.data)
+    kept = [p for p in prefs if not any(p.source.startswith(x) for x in st.exclude_sources)]
+    if not kept:
+        raise ValueError(f"{st.data}: no pairs left after exclude_sources {st.exclude_sources}")
+    train, held = split_holdout(kept, s.eval_fraction, s.seed)
+    write_jsonl(stage_dir / "heldout.jsonl", (p.to_dict() for p in held))
+    return train, held
+
+
+def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    stage_dir = Path(s.output_dir) / f"stage{k}"
+    if is_complete(stage_dir / "final"):
+        return read_json(stage_dir / "metrics.json")
+    train, held = _stage_pairs(st, s, stage_dir)
+    stage_settings = s.model_copy(update={"model": start_model, "output_dir": str(stage_dir),
+                                          "learning_rate": st.learning_rate, "epochs": st.epochs,
+                                          "max_steps": st.max_steps})
+    model, tokenizer = load_model_for_training(stage_settings)
+    metrics: dict[str, Any] = {"stage": k, "start_model": start_model, "train_pairs": len(train),
+                               "heldout_pairs": len(held), "beta": st.beta, "loss_type": st.loss_type}
+    before_path = stage_dir / "heldout_logps_before.json"
+    if held:
+        if before_path.is_file():  # a resumed run must not re-measure a partly trained model
+            ref = [tuple(x) for x in read_json(before_path)]
+        else:
+            ref = response_logprobs(model, tokenizer, held, s.batch_size)
+            write_json(before_path, ref)
+        metrics["heldout_before"] = preference_metrics(ref)
+    cfg = DPOConfig(**trainer_args(stage_settings, beta=st.beta, loss_type=[st.loss_type],
+                                   precompute_ref_log_probs=s.precompute_ref_log_probs))
+    rows = lambda ps: Dataset.from_list([to_dpo_row(p) for p in ps])  # noqa: E731
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=rows(train), processing_class=tokenizer,
+                         peft_config=peft_config(stage_settings))
+    resume = last_checkpoint(stage_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics.update({"resumed_from": resume, "steps": result.global_step, "train_loss": result.training_loss,
+                    "train_runtime_s": result.metrics.get("train_runtime")})
+    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    if held:
+        metrics["heldout_after"] = preference_metrics(response_logprobs(trained, tokenizer, held, s.batch_size),
+                                                      ref, st.beta)
+    save_final(trained, tokenizer, stage_dir / "final", metrics)
+    write_json(stage_dir / "metrics.json", metrics)
+    return metrics
+
+
+def run_align(s: AlignSettings) -> dict[str, Any]:
+    """Run the stages in order; returns per-stage metrics and, with `refusal_eval`, refusal rates."""
+    if not s.stages:
+        raise ValueError("align: stages is empty")
+    from aloe.models.loading import resolve_weights
+
+    current = resolve_weights(s.model) if s.model.startswith("embedded:") else s.model
+    out: dict[str, Any] = {"stages": []}
+    for k, st in enumerate(s.stages, 1):
+        out["stages"].append(run_stage(k, st, s, current))
+        current = str(Path(s.output_dir) / f"stage{k}" / "final")
+    if s.refusal_eval:
+        path = Path(s.output_dir) / "refusal_eval.json"
+        if path.is_file() and read_json(path).get("final_model") == current:
+            out["refusal"] = read_json(path)
+        else:
+            args = (s.refusal_eval, s.refusal_eval_n, s.refusal_max_new_tokens, s.batch_size)
+            start = resolve_weights(s.model)
+            out["refusal"] = {"start_model": start, "final_model": current,
+                              "before": refusal_rate(start, *args), "after": refusal_rate(current, *args)}
+            write_json(path, out["refusal"])
+    write_json(Path(s.output_dir) / "metrics.json", out)
+    return out

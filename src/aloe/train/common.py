@@ -1,0 +1,122 @@
+"""What SFT and DPO share: loading the model to train, LoRA/QLoRA, trainer arguments, resuming,
+and saving a plain checkpoint (LoRA merged in) under a completion marker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from aloe.train.config import TrainCommon
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "aloe-train-complete.json"
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def is_complete(final_dir: str | Path) -> bool:
+    return (Path(final_dir) / COMPLETE_MARKER).is_file()
+
+
+def set_chat_template(tokenizer: Any, model: Any, template: str | None) -> None:
+    """Keep the model's template unless one is asked for; a model without one (a base model) gets
+    ChatML, whose <|im_start|>/<|im_end|> are added as special tokens if the vocabulary lacks them."""
+    if template is None and tokenizer.chat_template:
+        return
+    if template in (None, "chatml"):
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+            model.resize_token_embeddings(len(tokenizer))
+        tokenizer.chat_template = CHATML
+        tokenizer.eos_token = "<|im_end|>"
+        model.config.eos_token_id = tokenizer.eos_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+    elif template.endswith(".jinja") and Path(template).is_file():
+        tokenizer.chat_template = Path(template).read_text(encoding="utf-8")
+    else:
+        tokenizer.chat_template = template
+
+
+def load_model_for_training(s: TrainCommon) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aloe.models.loading import resolve_weights
+
+    where = resolve_weights(s.model)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if s.bf16 else torch.float32, "use_safetensors": True}
+    if s.method == "qlora":
+        if not torch.cuda.is_available():
+            raise ValueError("method qlora needs a CUDA GPU (4-bit bitsandbytes kernels); use method lora on CPU")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ValueError("method qlora needs bitsandbytes: pip install bitsandbytes") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def peft_config(s: TrainCommon) -> Any:
+    if s.method == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
+                      target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
+    """Arguments common to SFTConfig and DPOConfig. Checkpoints go to <output_dir>/checkpoints."""
+    args = dict(
+        output_dir=str(Path(s.output_dir) / "checkpoints"),
+        per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum, learning_rate=s.learning_rate,
+        num_train_epochs=s.epochs, max_steps=s.max_steps, warmup_steps=s.warmup_ratio,
+        bf16=s.bf16, gradient_checkpointing=s.gradient_checkpointing,
+        save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
+        logging_steps=s.logging_steps, report_to=s.report_to or "none", seed=s.seed,
+        max_length=s.max_length, disable_tqdm=False,
+    )
+    args.update(overrides)
+    return args
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpts = Path(output_dir) / "checkpoints"
+    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+
+
+def save_final(model: Any, tokenizer: Any, final_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """A plain safetensors checkpoint (LoRA weights merged in) written atomically, then the marker."""
+    final = Path(final_dir)
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / COMPLETE_MARKER).write_text(json.dumps({"finished": time.time(), **metrics}, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

@@ -1,0 +1,82 @@
+"""Typed configs for `aloe sft` and `aloe align`: a YAML file, or a recipe's `sft:` / `align:` section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class LoraSettings(BaseModel):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainCommon(BaseModel):
+    """Settings shared by SFT and DPO. `bf16` and `gradient_checkpointing` default to off because
+    TRL 1.16 turns both on by default, which is slow or fails on CPU; turn them on for GPUs."""
+
+    model: str = "embedded:smollm2-135m-instruct"
+    output_dir: str
+    method: Literal["full", "lora", "qlora"] = "full"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    warmup_ratio: float = 0.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    save_steps: int = 50
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    report_to: list[str] = Field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
+    seed: int = 42
+    accelerate_config: str | None = None  # a name under configs/accelerate/ or a path
+
+
+class SFTSettings(TrainCommon):
+    data: str  # jsonl / jsonl.gz of Conversation records, a folder of them, or a `datasets` save_to_disk folder
+    eval_data: str | None = None
+    eval_fraction: float = 0.1  # held out from `data` when no eval_data is given
+    packing: bool = True
+    system_prompt: str | None = None  # prepended to conversations that have no system turn
+    chat_template: str | None = None  # "chatml", a .jinja path or a template; default: the model's own, else ChatML
+
+
+class AlignStage(BaseModel):
+    data: str  # Preference jsonl
+    beta: float = 0.1
+    learning_rate: float = 5e-6
+    loss_type: str = "sigmoid"  # any of TRL DPOConfig's loss types: sigmoid, ipo, hinge, robust, ...
+    epochs: float = 1.0
+    max_steps: int = -1
+    exclude_sources: list[str] = Field(default_factory=list)  # sources held out of training (for evaluation)
+
+
+class AlignSettings(TrainCommon):
+    stages: list[AlignStage]
+    eval_fraction: float = 0.15  # of each stage's pairs, held out to measure preference accuracy and margin
+    precompute_ref_log_probs: bool = False  # reference log-probs computed once, so no reference copy in memory
+    refusal_eval: str | None = None  # held-out harmful prompts (HarmfulPrompt jsonl) for the refusal rate
+    refusal_eval_n: int = 60
+    refusal_max_new_tokens: int = 64
+
+
+def load_section(path: str | Path, section: str, model: type[BaseModel]) -> BaseModel:
+    """Validate a YAML file, or its `section:` when it is a recipe, as `model`."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if isinstance(data.get(section), dict):
+        data = data[section]
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(f"{path}: invalid {section} config: {e}") from None
