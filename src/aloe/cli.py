@@ -17,6 +17,8 @@ STAGE_CLIS = [
     "aloe.redteam.cli",
     "aloe.train.cli",
     "aloe.merge.cli",
+    "aloe.evaluate.openended.cli",
+    "aloe.humaneval.cli",
 ]
 
 

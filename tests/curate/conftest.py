@@ -36,7 +36,7 @@ class Teacher:
     def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         prompt = body["messages"][-1]["content"]
         m = _QUESTION.search(prompt)
-        q = m.group(1).strip() if m else ""
+        q = " ".join(m.group(1).split()) if m else ""  # the cleaning step may have normalised spaces
         with self.lock:
             n = len(self.log) + 1
             fault = self.faults.get(q, []).pop(0) if self.faults.get(q) else None
@@ -56,8 +56,12 @@ class Teacher:
                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                   "finish_reason": "stop"}]}
 
+    def __post_init__(self) -> None:
+        self.script = {" ".join(q.split()): v for q, v in self.script.items()}
+        self.faults = {" ".join(q.split()): v for q, v in self.faults.items()}
+
     def requests_for(self, question: str) -> list[dict[str, Any]]:
-        return [r for r in self.log if r["question"] == question]
+        return [r for r in self.log if r["question"] == " ".join(question.split())]
 
 
 def _serve(teacher: Teacher, max_seconds: float = 120.0) -> Iterator[Teacher]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from aloe.curate.config import DecontamConfig, SourceConfig
 from aloe.curate.decontam import Decontaminate
 from aloe.curate.items import Item
@@ -22,14 +24,14 @@ CLEAN_SOURCES = [
 
 
 def _light_edit(text: str, rng: random.Random) -> str:
-    """Swap two adjacent words, drop one, change one word's case: what a paraphrasing copy looks like."""
+    """Swap two adjacent words, change one word's case and, in texts of 20 words or more, drop one."""
     w = text.split()
-    if len(w) > 6:
-        k = rng.randrange(1, len(w) - 2)
-        w[k], w[k + 1] = w[k + 1], w[k]
+    k = rng.randrange(1, len(w) - 2)
+    w[k], w[k + 1] = w[k + 1], w[k]
+    if len(w) >= 20:
         del w[rng.randrange(len(w))]
-        j = rng.randrange(len(w))
-        w[j] = w[j].upper()
+    j = rng.randrange(len(w))
+    w[j] = w[j].upper()
     return " ".join(w)
 
 
@@ -59,12 +61,12 @@ def test_planted_benchmark_items_are_removed_and_clean_items_kept():
     step = Decontaminate(DecontamConfig())
     kept = step(mixed)
     assert {i.id for i in kept} == {i.id for i in clean}
-    assert step.stats.dropped["ngram_overlap"] == {"planted": len(planted)}
+    assert sum(c["planted"] for c in step.stats.dropped.values()) == len(planted)
     # the report names each removed item and the very benchmark item it was made from
     assert len(step.report) == len(planted)
     for r in step.report:
         assert r["id"].startswith(f"planted-{r['benchmark']}-")
-        assert r["benchmark_id"] and r["benchmark_text"] and r["coverage"] >= 0.1
+        assert r["benchmark_id"] and r["benchmark_text"] and r["coverage"] >= 0.2
 
 
 def test_every_registered_benchmark_is_indexed():
@@ -78,3 +80,18 @@ def test_boilerplate_alone_is_not_contamination():
                 messages=[{"role": "user", "content": f"A 30-year-old man has a cough. {phrase}"},
                           {"role": "assistant", "content": "Pneumonia."}])
     assert Decontaminate(DecontamConfig())([item]) == [item]
+
+
+@pytest.mark.slow
+def test_embedding_pass_catches_copies_the_ngram_rules_are_told_to_ignore():
+    rng = random.Random(1)
+    clean = [i for s in CLEAN_SOURCES[:4] for i in load_source(s)]
+    planted = _planted(rng)
+    # n-gram rules made as strict as they go: the embedding similarity must find the copies they miss
+    step = Decontaminate(DecontamConfig(min_coverage=1.0, min_contained=1.0, min_question_contained=1.0, ngram=40,
+                                        embedding=True, embedding_threshold=0.8))
+    kept = step(clean + planted)
+    assert {i.id for i in kept} == {i.id for i in clean}
+    # order-free containment still sees the copies whose only edit was a swap; the rest are the embedding's
+    by_embedding = [r for r in step.report if r["method"] == "embedding"]
+    assert len(by_embedding) >= len(planted) // 2 and all(r["cosine"] >= 0.8 for r in by_embedding)

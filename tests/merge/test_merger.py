@@ -10,18 +10,25 @@ from safetensors.torch import load_file
 
 from aloe.merge.merger import MergeConfig, MergeInput, merge_checkpoints
 from aloe.merge.methods import get_method
-from conftest import make_tiny_llama
 
 
 @pytest.fixture(scope="module")
-def two_checkpoints(tmp_path_factory, smollm_tokenizer):
+def two_checkpoints(tmp_path_factory, tiny_model, smollm_tokenizer):
+    """The tiny model and a copy with every weight moved by Gaussian noise (a stand-in fine-tune)."""
+    import copy
+
     root = tmp_path_factory.mktemp("ckpts")
+    other = copy.deepcopy(tiny_model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
     paths = []
-    for seed in (0, 1):
-        p = root / f"m{seed}"
-        make_tiny_llama(len(smollm_tokenizer), seed=seed).save_pretrained(p)
-        smollm_tokenizer.save_pretrained(p)
-        paths.append(p)
+    for i, model in enumerate((tiny_model, other)):
+        path = root / f"m{i}"
+        model.save_pretrained(path)
+        smollm_tokenizer.save_pretrained(path)
+        paths.append(path)
     return paths
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from aloe.merge.methods import METHODS, dare_drop, elect_sign_mask, get_method, magnitude_prune
+from aloe.merge.methods import METHODS, dare_drop_, elect_sign_mask, get_method, magnitude_prune_
 
 
 def test_linear_is_weighted_mean():
@@ -60,7 +60,7 @@ def test_ties_sign_election_and_disjoint_mean():
 
 def test_ties_trims_small_deltas_before_voting():
     d = torch.tensor([0.1, -5.0, 0.2, 3.0])
-    assert magnitude_prune(d, 0.5).tolist() == [0.0, -5.0, 0.0, 3.0]
+    assert magnitude_prune_(d.clone(), 0.5).tolist() == [0.0, -5.0, 0.0, 3.0]
     base = torch.zeros(4)
     out = get_method("ties").fn(base, [d], weights=[1.0], densities=[0.5])
     assert out.tolist() == [0.0, -5.0, 0.0, 3.0]
@@ -70,13 +70,13 @@ def test_dare_rescaling_keeps_the_expected_value():
     torch.manual_seed(0)
     delta = torch.randn(200_000)
     g = torch.Generator().manual_seed(1)
-    dropped = dare_drop(delta, 0.3, g)
+    dropped = dare_drop_(delta.clone(), 0.3, g)
     kept = dropped != 0
     assert abs(kept.float().mean().item() - 0.3) < 0.01
     assert torch.allclose(dropped[kept], delta[kept] / 0.3)
     # E[dare(d)] = d: averaged over many draws on one fixed vector
     small = torch.tensor([1.0, -2.0, 0.5])
-    mean = torch.stack([dare_drop(small, 0.25, g) for _ in range(20_000)]).mean(0)
+    mean = torch.stack([dare_drop_(small.clone(), 0.25, g) for _ in range(20_000)]).mean(0)
     assert torch.allclose(mean, small, atol=0.06)
 
 
@@ -94,3 +94,13 @@ def test_registry_names_and_unknown_method():
     assert set(METHODS) == {"linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear"}
     with pytest.raises(ValueError, match="unknown merge method 'foo'"):
         get_method("foo")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_methods_leave_their_inputs_untouched(name):
+    base, xs = torch.randn(3, 5), [torch.randn(3, 5)]
+    if name == "linear":
+        xs.append(torch.randn(3, 5))
+    before = [base.clone(), *(x.clone() for x in xs)]
+    get_method(name).fn(base, xs, weights=[0.7] * len(xs), densities=[0.5] * len(xs), generator=torch.Generator())
+    assert all(torch.equal(a, b) for a, b in zip(before, [base, *xs]))

@@ -105,3 +105,23 @@ def test_screen_and_make_judge_errors():
         make_judge("gpt4")
     with pytest.raises(ValueError, match="prompts but"):
         RefusalJudge().judge_many(["a"], [])
+
+
+def test_guard_logprob_judge_decides_and_caches(tiny_lm, tmp_path):
+    from aloe.redteam.judges import GuardLogprobJudge
+
+    judge = GuardLogprobJudge(tiny_lm, "tiny", cache_dir=str(tmp_path))
+    texts = CLEAR_REFUSALS[:2] + CLEAR_COMPLIANCES[:2] + [ADVERSARIAL["empty"], ADVERSARIAL["binary"]]
+    verdicts = judge.judge_many([PROMPT] * len(texts), texts)
+    assert all(v.unsafe is not None and 0.0 <= v.score <= 1.0 for v in verdicts[:4])
+    assert [v.unsafe for v in verdicts[4:]] == [None, None]
+
+    class NoModel:
+        def apply_chat_template(self, messages):
+            return tiny_lm.apply_chat_template(messages)
+
+        def loglikelihood(self, *a, **k):
+            raise AssertionError("cached scores must not be recomputed")
+
+    again = GuardLogprobJudge(NoModel(), "tiny", cache_dir=str(tmp_path))
+    assert again.judge_many([PROMPT] * len(texts), texts) == verdicts

@@ -42,7 +42,7 @@ def server(tiny_lm):
     gen = CountingGenerator(tiny_lm, "tiny")
     strategy = build_strategy("zero-shot", InferConfig(direct_max_new_tokens=4, retry_temperatures=[1.0]))
     cfg = ServeConfig(model_name="tiny", api_key=KEY, max_concurrency=4, max_body_bytes=20_000,
-                      default_max_new_tokens=8, batch_window_s=0.05, queue_timeout_s=60)
+                      default_max_new_tokens=8, batch_window_s=0.05, queue_timeout_s=300)
     srv = AloeServer(("127.0.0.1", 0), cfg, gen, strategy)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
@@ -54,12 +54,12 @@ def server(tiny_lm):
 
 def _client(srv, key=KEY) -> openai.OpenAI:
     host, port = srv.server_address[:2]
-    return openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key=key, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key=key, max_retries=0, timeout=300)
 
 
 def _raw(srv, method, path, body: bytes | None = None, headers=None) -> tuple[int, dict]:
     host, port = srv.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=60)
+    conn = http.client.HTTPConnection(host, port, timeout=300)
     h = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **(headers or {})}
     conn.request(method, path, body=body, headers=h)
     resp = conn.getresponse()

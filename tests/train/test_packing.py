@@ -25,8 +25,14 @@ def test_packed_batch_logits_equal_each_sample_alone(tiny_ckpt, conversations_fi
     starts = (pos[0] == 0).nonzero().flatten().tolist()
     assert len(starts) >= 3, "the batch should pack several samples"
     bounds = list(zip(starts, starts[1:] + [ids.shape[1]]))
+    assert model.config._attn_implementation == "sdpa_varlen"
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
-        packed = model(input_ids=ids, position_ids=pos).logits[0]
+        packed = model(**inputs).logits[0]
+        # the same row through transformers' own sdpa with the block-diagonal mask from position_ids
+        model.set_attn_implementation("sdpa")
+        masked = model(input_ids=ids, position_ids=pos).logits[0]
+        assert torch.allclose(packed, masked, atol=1e-4)
         for a, b in bounds:
             alone = model(input_ids=ids[:, a:b]).logits[0]
             assert torch.allclose(packed[a:b], alone, atol=1e-4), f"sample at {a}:{b} saw tokens of another sample"

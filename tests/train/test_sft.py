@@ -78,7 +78,7 @@ def test_killed_sft_run_resumes_from_its_last_checkpoint(tiny_ckpt, conversation
     out = tmp_path / "run"
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(yaml.safe_dump({"sft": {
-        "model": str(tiny_ckpt), "data": str(conversations_file), "output_dir": str(out), "max_steps": 40,
+        "model": str(tiny_ckpt), "data": str(conversations_file), "output_dir": str(out), "max_steps": 12,
         "save_steps": 2, "save_total_limit": 3, "batch_size": 2, "max_length": 128, "eval_fraction": 0.1}}))
     cmd = [sys.executable, "-m", "aloe.cli", "sft", str(cfg)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -98,4 +98,4 @@ def test_killed_sft_run_resumes_from_its_last_checkpoint(tiny_ckpt, conversation
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from"] and Path(metrics["resumed_from"]).name.startswith("checkpoint-")
     assert int(Path(metrics["resumed_from"]).name.split("-")[1]) >= 2
-    assert metrics["steps"] == 40 and (out / "final" / "model.safetensors").is_file()
+    assert metrics["steps"] == 12 and (out / "final" / "model.safetensors").is_file()

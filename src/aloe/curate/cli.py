@@ -33,7 +33,7 @@ def _part_parser(name: str) -> argparse.ArgumentParser:
     elif name == "decontam":
         p.add_argument("--benchmarks", default="all")
         p.add_argument("--ngram", type=int, default=13)
-        p.add_argument("--min-coverage", type=float, default=0.1)
+        p.add_argument("--min-coverage", type=float, default=0.2)
         p.add_argument("--embedding", action="store_true", help="also drop items embedding-close to a benchmark item")
         p.add_argument("--data-dir", type=Path, help="benchmark data (default: packaged slices)")
         p.add_argument("--report", type=Path, help="JSONL of removed items and what they matched")

@@ -58,11 +58,16 @@ class DecontamConfig(_Strict):
     benchmarks: str = "all"
     ngram: int = Field(13, ge=1)
     # share of a benchmark item's n-grams a training item must contain to count as a copy of it
-    min_coverage: float = Field(0.1, gt=0, le=1)
+    min_coverage: float = Field(0.2, gt=0, le=1)
+    # short edited copies: benchmark items sharing a `candidate_ngram` are checked word by word
+    candidate_ngram: int = Field(6, ge=1)
+    min_contained: float = Field(0.85, gt=0, le=1)
+    min_question_contained: float = Field(0.7, gt=0, le=1)
+    max_candidates: int = Field(5, ge=1)
     # an n-gram shared by more benchmark items than this is boilerplate ("Which of the following ...")
     max_benchmark_df: int = Field(10, ge=1)
     embedding: bool = False
-    embedding_threshold: float = Field(0.92, gt=0, le=1)
+    embedding_threshold: float = Field(0.9, gt=0, le=1)
 
 
 class TemplatesConfig(_Strict):
@@ -76,6 +81,7 @@ class CotConfig(_Strict):
     tries: int = Field(4, ge=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 0.9, 1.1])
     max_new_tokens: int = Field(384, ge=8)
+    min_chain_words: int = Field(20, ge=0)
     seed: int = 0
     # HTTP teachers: parallel requests, per-request time-out, retries with exponential backoff
     concurrency: int = Field(8, ge=1)

@@ -5,8 +5,9 @@ options, the gold answer and the reference explanation when there is one, and wr
 an analysis of each option, a summary and `Answer: X`. A chain counts only when the letter read
 from it equals gold; otherwise the item is asked again at the next (higher) temperature and a new
 seed, which is also a new cache key, up to `tries` times; items that never match are dropped and
-counted. Every completion goes through the on-disk completion cache as it arrives, so a rerun after
-a crash asks only for what was never answered.
+counted (a chain shorter than `min_chain_words` counts as no chain). Every completion goes through
+the on-disk completion cache as it arrives, so a rerun after a crash asks only for what was never
+answered.
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ def teacher_prompt(m: MCQ) -> Messages:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def verified_chain(text: str, m: MCQ) -> str | None:
-    """The chain if its final answer is gold (with a closing 'Answer: X' line ensured), else None."""
-    if extract_answer(text, m.options) != m.answer:
+def verified_chain(text: str, m: MCQ, min_words: int = 0) -> str | None:
+    """The chain if its final answer is gold (with a closing 'Answer: X' line ensured), else None.
+
+    A bare restatement of the answer given in the prompt is not a chain: fewer than `min_words`
+    words fails too.
+    """
+    if extract_answer(text, m.options) != m.answer or len(text.split()) < min_words:
         return None
     chain = text.strip()
     if not chain.rstrip(".* ").endswith(f"Answer: {m.answer}"):
@@ -99,7 +104,7 @@ class SynthesiseCoT(Step):
                 break
             still = []
             for item, text in zip(pending, texts, strict=True):
-                chain = verified_chain(text, item.mcq)  # type: ignore[arg-type]
+                chain = verified_chain(text, item.mcq, self.cfg.min_chain_words)  # type: ignore[arg-type]
                 if chain is None:
                     still.append(item)
                 else:

@@ -1,19 +1,28 @@
 """Decontamination: drop training items that overlap any registered benchmark's test split.
 
-An item is contaminated when it shares word n-grams (13 by default, as in GPT-3 and lm-eval) with
-a benchmark test item's question + options, covering at least `min_coverage` of that benchmark
-item's n-grams (a benchmark item shorter than n words matches as a whole). Exam boilerplate ("which
-of the following is the most likely cause of this patient's symptoms") is shared by unrelated
-questions: a single shared 13-gram flags it, so coverage is required, as in PaLM's and Llama 2's
-contamination analyses; n-grams found in more than `max_benchmark_df` benchmark items are ignored. Optionally, items whose sentence
-embedding is within a cosine threshold of a benchmark question are dropped too. Every removal is
-reported with the benchmark item it matched.
+Two rules, both against each benchmark test item's question + options:
+
+- `ngram`: the item shares word n-grams (13 by default, as in GPT-3 and lm-eval) covering at least
+  `min_coverage` of the benchmark item's n-grams (a benchmark item shorter than n words matches as a
+  whole). Coverage, not a single shared 13-gram, because exam boilerplate ("which of the following
+  is the most likely cause of this patient's symptoms") is shared by unrelated questions; PaLM's and
+  Llama 2's contamination analyses count coverage likewise.
+- `contained`: lightly edited copies of short questions keep no 13-gram intact (two edits in a
+  20-word question break every window), so for the benchmark items sharing a rarer short n-gram
+  (`candidate_ngram`, 6, or a quarter of a short item's length) the item is dropped when the
+  benchmark item's words it also holds carry at least `min_contained` of its IDF weight (and the
+  question's words at least `min_question_contained` of the question's).
+
+N-grams found in more than `max_benchmark_df` benchmark items are boilerplate and never count.
+Optionally, items whose sentence embedding is within a cosine threshold of a benchmark item are
+dropped too. Every removal is reported with the benchmark item it matched and the evidence.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +36,26 @@ def mcq_text(m: MCQ) -> str:
     return "\n".join([m.question, *m.options.values()])
 
 
+def content_words(text: str) -> list[bytes]:
+    """Words without single letters: option labels ("A.", "(b)") sit between options in training
+    text but not in the benchmark's option list, and would break every n-gram across them."""
+    return [w for w in words(text) if len(w) > 1 or not w.isalpha()]
+
+
 def ngrams(toks: list[bytes], n: int) -> Iterator[bytes]:
     for k in range(len(toks) - n + 1):
         yield b" ".join(toks[k:k + n])
 
 
-class BenchmarkIndex:
-    """N-gram -> benchmark items, over the test splits of the chosen benchmarks."""
+class _NgramIndex:
+    """n-gram -> benchmark items, with n = n_of(item length); boilerplate removed."""
 
-    def __init__(self, items: list[tuple[str, MCQ]], n: int, max_df: int, min_coverage: float):
-        self.items, self.n, self.min_coverage = items, n, min_coverage
+    def __init__(self, docs: list[list[bytes]], n_of: Callable[[int], int], max_df: int):
         postings: defaultdict[bytes, set[int]] = defaultdict(set)
         self.lengths: set[int] = set()
         self.sizes: list[int] = []
-        for k, (_, mcq) in enumerate(items):
-            toks = words(mcq_text(mcq))
-            m = min(n, len(toks))
+        for k, toks in enumerate(docs):
+            m = n_of(len(toks))
             grams = set(ngrams(toks, m)) if m else set()
             self.sizes.append(len(grams))
             if m:
@@ -51,25 +64,68 @@ class BenchmarkIndex:
                 postings[g].add(k)
         self.postings = {g: ks for g, ks in postings.items() if len(ks) <= max_df}
 
+    def hits(self, toks: list[bytes]) -> Counter[int]:
+        found: Counter[int] = Counter()
+        for m in self.lengths:
+            for g in set(ngrams(toks, m)):
+                found.update(self.postings.get(g, ()))
+        return found
+
+
+class BenchmarkIndex:
+    """The test splits of the chosen benchmarks, indexed for both rules."""
+
+    def __init__(self, items: list[tuple[str, MCQ]], cfg: DecontamConfig):
+        self.items, self.cfg = items, cfg
+        self.tokens = [content_words(mcq_text(m)) for _, m in items]
+        self.question_tokens = [content_words(m.question) for _, m in items]
+        df = Counter(w for toks in self.tokens for w in set(toks))
+        self.idf = {w: math.log((len(items) + 1) / (c + 1)) + 1 for w, c in df.items()}
+        self.long = _NgramIndex(self.tokens, lambda n: min(cfg.ngram, n), cfg.max_benchmark_df)
+        # a quarter of the item's length (2 at least), so a few edits leave some window intact
+        self.short = _NgramIndex(self.tokens, lambda n: min(n, max(2, min(cfg.candidate_ngram, n // 4))),
+                                 cfg.max_benchmark_df)
+
     @classmethod
     def from_registry(cls, cfg: DecontamConfig, data_dir: Path | None = None) -> BenchmarkIndex:
         from aloe.evaluate.benchmarks import load_split, parse_benchmarks
 
         items = [(b.name, m) for b in parse_benchmarks(cfg.benchmarks) for m in load_split(b, "test", data_dir)]
-        return cls(items, cfg.ngram, cfg.max_benchmark_df, cfg.min_coverage)
+        return cls(items, cfg)
 
-    def match(self, text: str) -> tuple[int, int, float] | None:
-        """(benchmark item, shared n-grams, coverage) of the best-covered benchmark item, or None."""
-        toks = words(text)
-        hits: Counter[int] = Counter()
-        for m in self.lengths:
-            for g in set(ngrams(toks, m)):
-                for k in self.postings.get(g, ()):
-                    hits[k] += 1
-        if not hits:
-            return None
-        k, cov = max(((k, c / self.sizes[k]) for k, c in hits.items()), key=lambda kc: (kc[1], -kc[0]))
-        return (k, hits[k], cov) if cov >= self.min_coverage else None
+    def _share(self, words_: list[bytes], toks: Counter[bytes]) -> float:
+        want = Counter(words_)
+        total = sum(self.idf[w] * c for w, c in want.items())
+        return sum(self.idf[w] * min(c, toks[w]) for w, c in want.items()) / max(total, 1e-9)
+
+    def contained(self, k: int, toks: Counter[bytes]) -> tuple[float, float]:
+        """Shares of benchmark item k's IDF weight (whole item, question alone) that `toks` holds.
+
+        Order-free, so swapped words cost nothing, and IDF-weighted, so a changed drug or disease
+        name costs far more than a dropped "is" or "the". The question is checked on its own as
+        well: "What kind of drug is quetiapine?" with the same five options is not a copy of
+        "... clozapine?".
+        """
+        return self._share(self.tokens[k], toks), self._share(self.question_tokens[k], toks)
+
+    def match(self, text: str) -> tuple[int, str, dict[str, Any]] | None:
+        """(benchmark item, rule, evidence) of the first rule that fires, or None."""
+        toks = content_words(text)
+        hits = self.long.hits(toks)
+        if hits:
+            k, cov = max(((k, c / self.long.sizes[k]) for k, c in hits.items()), key=lambda kc: (kc[1], -kc[0]))
+            if cov >= self.cfg.min_coverage:
+                return k, "ngram", {"shared_ngrams": hits[k], "coverage": round(cov, 3), "n": self.cfg.ngram}
+        short = self.short.hits(toks)
+        # the best-covered candidates first: raw counts would favour long items sharing boilerplate
+        ranked = sorted(short, key=lambda k: (-short[k] / self.short.sizes[k], k))
+        bag = Counter(toks)
+        for k in ranked[: self.cfg.max_candidates]:
+            whole, question = self.contained(k, bag)
+            if whole >= self.cfg.min_contained and question >= self.cfg.min_question_contained:
+                return k, "contained", {"coverage": round(whole, 3), "question_coverage": round(question, 3),
+                                        "n": self.cfg.candidate_ngram}
+        return None
 
 
 def _excerpt(text: str, n: int = 160) -> str:
@@ -98,8 +154,7 @@ class Decontaminate(Step):
         for item in items:
             hit = self.index.match(item.text)
             if hit:
-                self._record(item, hit[0], "ngram",
-                             {"shared_ngrams": hit[1], "coverage": round(hit[2], 3), "n": self.cfg.ngram})
+                self._record(item, *hit)
             else:
                 kept.append(item)
         if self.cfg.embedding and kept and self.index.items:

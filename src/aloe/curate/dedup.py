@@ -1,6 +1,6 @@
 """Deduplication: exact (after normalisation) and near-duplicate (MinHash-LSH over word n-grams).
 
-MinHash is computed for a whole batch of documents at once in numpy: word hashes (crc32), n-gram
+MinHash is computed for a whole batch of documents at once in numpy: word hashes (vectorised), n-gram
 hashes by a rolling polynomial over the word-hash array, and the `num_perm` permutations as
 multiply-shift hashes h(x) = (a*x + b) >> 32 on uint64, which wrap instead of needing the modulo
 of the classic (a*x + b) mod p scheme. Signatures go through LSH banding (bands x rows chosen from
@@ -15,7 +15,6 @@ distributed group-by, and only the edge list reaches the driver. Same seed -> sa
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,12 +33,36 @@ _ROLL = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant of the rolling n-gr
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
+# multi-byte spaces and punctuation that would otherwise glue words together ("10\u00a0km")
+_UNICODE_SEPARATORS = [c.encode() for c in "\u00a0\u2009\u202f\u2018\u2019\u201c\u201d\u2013\u2014\u2026"]
+
+
 def words(text: str) -> list[bytes]:
-    return text.lower().encode().translate(_NON_WORD).split()
+    b = text.lower().encode()
+    if not b.isascii():
+        for sep in _UNICODE_SEPARATORS:
+            b = b.replace(sep, b" ")
+    return b.translate(_NON_WORD).split()
 
 
 def normalised_key(text: str) -> str:
     return hashlib.sha1(b" ".join(words(text))).hexdigest()
+
+
+_LANES = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64)
+
+
+def word_hashes(ws: list[bytes]) -> np.ndarray:
+    """A stable 64-bit hash per word, vectorised: the word's first 32 bytes as four uint64 lanes,
+    combined linearly and finished with murmur3's mixer. Unlike hash(), it is the same in every
+    process (Ray workers included); words longer than 32 bytes hash on their first 32."""
+    lanes = np.array(ws, dtype="S32").view(np.uint64).reshape(-1, 4) if ws else np.zeros((0, 4), np.uint64)
+    with np.errstate(over="ignore"):
+        h = (lanes * _LANES).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return h
 
 
 @lru_cache(maxsize=64)
@@ -78,11 +101,7 @@ class MinHasher:
         toks = [words(t) for t in texts]
         lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
         total = int(lengths.sum())
-        # crc32 once per distinct word of the batch: stable across processes, unlike hash()
-        all_words = list(chain.from_iterable(toks))
-        vocab = {w: i for i, w in enumerate(dict.fromkeys(all_words))}
-        ids = np.fromiter(map(vocab.__getitem__, all_words), dtype=np.int64, count=total)
-        flat = np.fromiter((zlib.crc32(w) for w in vocab), dtype=np.uint64, count=len(vocab))[ids]
+        flat = word_hashes(list(chain.from_iterable(toks)))
         doc_of = np.repeat(np.arange(len(texts)), lengths)
         with np.errstate(over="ignore"):
             acc = flat[: max(total - n + 1, 0)].copy()
@@ -197,48 +216,63 @@ class NearDedupIndex:
             self.bands, self.rows = optimal_bands(cfg.threshold, cfg.num_perm)
 
     def pairs(self, texts: Sequence[str]) -> np.ndarray:
-        sig = np.concatenate([self.hasher.signatures(texts[i:i + self.cfg.batch_size])
-                              for i in range(0, len(texts), self.cfg.batch_size)]) if texts else \
-            np.zeros((0, self.cfg.num_perm), np.uint32)
+        """(k, 2) array of duplicate pairs i < j (candidates that passed verification, if on)."""
+        step = self.cfg.batch_size
+        sig = np.concatenate([self.hasher.signatures(texts[i:i + step]) for i in range(0, len(texts), step)]
+                             or [np.zeros((0, self.cfg.num_perm), np.uint32)])
         keys = band_keys(sig, self.bands, self.rows, self.cfg.seed)
         return candidate_pairs(keys, sig if self.cfg.verify else None, self.cfg.threshold if self.cfg.verify else None)
 
 
-def ray_pairs(texts: Sequence[str], cfg: DedupConfig) -> np.ndarray:
-    """The same pairs as NearDedupIndex.pairs, computed on Ray Data (local mode or a cluster)."""
-    import ray
+def ray_dataset_pairs(ds: Any, cfg: DedupConfig, text: str = "text", idx: str = "idx") -> np.ndarray:
+    """Duplicate pairs of a Ray Dataset with a text column and an integer id column.
 
+    Signatures are computed per batch on the workers; buckets are formed by a distributed group-by
+    on (band, key); only verified edges come back to the driver. So a corpus read lazily with
+    `ray.data.read_json(...)` never has to fit in one process.
+    """
     index = NearDedupIndex(cfg)
     hasher, bands, rows = index.hasher, index.bands, index.rows
 
     def sign(batch: dict[str, Any]) -> dict[str, Any]:
-        sig = hasher.signatures(list(batch["text"]))
+        sig = hasher.signatures(list(batch[text]))
         keys = band_keys(sig, bands, rows, cfg.seed)
         return {"band": np.repeat(np.arange(bands), len(sig)), "key": keys.T.reshape(-1),
-                "idx": np.tile(batch["idx"], bands), "sig": np.tile(sig, (bands, 1))}
+                "idx": np.tile(np.asarray(batch[idx], dtype=np.int64), bands), "sig": np.tile(sig, (bands, 1))}
 
     def pairs_of_bucket(group: dict[str, Any]) -> dict[str, Any]:
-        idx = np.asarray(group["idx"], dtype=np.int64)
-        order = np.argsort(idx)
-        pairs = bucket_pairs(idx)
+        ids = np.asarray(group["idx"], dtype=np.int64)
+        order = np.argsort(ids)
+        pairs = bucket_pairs(ids)
         if cfg.verify and len(pairs):
             sig = np.stack(group["sig"])[order]
-            a, b = np.triu_indices(len(idx), 1)
+            a, b = np.triu_indices(len(ids), 1)
             pairs = agreeing(pairs, sig[a], sig[b], cfg.threshold)
         return {"i": pairs[:, 0], "j": pairs[:, 1]}
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ds = ray.data.from_items([{"idx": i, "text": t} for i, t in enumerate(texts)])
     signed = ds.map_batches(sign, batch_size=cfg.batch_size, batch_format="numpy")
-    edges = signed.groupby(["band", "key"], num_partitions=cfg.ray_partitions).map_groups(pairs_of_bucket, batch_format="numpy")
+    edges = signed.groupby(["band", "key"], num_partitions=cfg.ray_partitions).map_groups(
+        pairs_of_bucket, batch_format="numpy")
     chunks = [np.stack([b["i"], b["j"]], axis=1).astype(np.int64)
               for b in edges.iter_batches(batch_format="numpy", batch_size=65536) if len(b["i"])]
     return unique_pairs(chunks)
 
 
+def ray_pairs(texts: Sequence[str], cfg: DedupConfig) -> np.ndarray:
+    """The same pairs as NearDedupIndex.pairs, computed on Ray Data (starts a local Ray if none)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray_dataset_pairs(ray.data.from_items([{"idx": i, "text": t} for i, t in enumerate(texts)]), cfg)
+
+
 class ExactDedup(Step):
     name = "dedup_exact"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: list[dict[str, str]] = []
 
     def run(self, items: list[Item]) -> list[Item]:
         seen: dict[str, str] = {}
@@ -247,7 +281,7 @@ class ExactDedup(Step):
             key = normalised_key(item.text)
             if key in seen:
                 self.stats.drop(item, "exact_duplicate")
-                item.meta["duplicate_of"] = seen[key]
+                self.removed.append({"id": item.id, "source": item.source, "kept": seen[key]})
             else:
                 seen[key] = item.id
                 out.append(item)

@@ -50,11 +50,8 @@ def curate(cfg: CurateConfig, out_dir: str | Path, data_dir: str | Path | None =
     t0 = time.perf_counter()
     items, loaded = load_all(cfg, ddir)
     steps: list[Step] = [Clean(cfg.clean)]
-    if cfg.dedup.exact:
-        steps.append(ExactDedup())
-    near = NearDedup(cfg.dedup) if cfg.dedup.near else None
-    if near:
-        steps.append(near)
+    dedups = ([ExactDedup()] if cfg.dedup.exact else []) + ([NearDedup(cfg.dedup)] if cfg.dedup.near else [])
+    steps += dedups
     decontam = Decontaminate(cfg.decontam, ddir)
     cot = SynthesiseCoT(cfg.cot, Path(cfg.cot.cache_dir) if cfg.cot.cache_dir else out / "cache")
     mix = Mix(cfg.mix)
@@ -71,8 +68,7 @@ def curate(cfg: CurateConfig, out_dir: str | Path, data_dir: str | Path | None =
     write_jsonl(ds_dir / "train.jsonl", (to_conversation(i).to_dict() for i in train))
     write_jsonl(ds_dir / "validation.jsonl", (to_conversation(i).to_dict() for i in val))
     write_jsonl(out / "decontamination_report.jsonl", decontam.report)
-    if near:
-        write_jsonl(out / "near_duplicates.jsonl", near.removed)
+    write_jsonl(out / "duplicates.jsonl", ({"step": d.name, **r} for d in dedups for r in d.removed))
 
     card = {
         "sources": {s.name: {"format": s.format, "path": s.path, "group": s.group, "loaded": loaded[s.name]}
@@ -96,7 +92,7 @@ def curate(cfg: CurateConfig, out_dir: str | Path, data_dir: str | Path | None =
     write_json(out / "data_card.json", card)
     write_text(out / "data_card.md", render_card(card))
     return {"dataset": ds_dir, "data_card": out / "data_card.json", "data_card_md": out / "data_card.md",
-            "decontamination_report": out / "decontamination_report.jsonl"}
+            "decontamination_report": out / "decontamination_report.jsonl", "duplicates": out / "duplicates.jsonl"}
 
 
 def _token_stats(convs: list[Any], spec: str | None) -> dict[str, Any]:

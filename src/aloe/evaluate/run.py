@@ -40,7 +40,7 @@ class EvalRequest:
     progress: bool = True
 
 
-def _weights_fingerprint(spec: str) -> str:
+def weights_fingerprint(spec: str) -> str:
     """Model spec plus, for local weights, the safetensors files' sizes and times."""
     s = parse_model_spec(spec)
     if s.kind in ("local", "embedded"):
@@ -58,11 +58,11 @@ def _questions_fingerprint(qs: Sequence[MCQ]) -> str:
     return h.hexdigest()[:16]
 
 
-class _ModelHolder:
+class ModelHolder:
     """Loads the model on first use only, so a fully cached rerun loads nothing."""
 
-    def __init__(self, req: EvalRequest):
-        self.req = req
+    def __init__(self, model: str, dtype: str = "float32", batch_size: int = 8):
+        self.model, self.dtype, self.batch_size = model, dtype, batch_size
         self._lm: Any = None
         self._gen: Any = None
 
@@ -71,7 +71,7 @@ class _ModelHolder:
         if self._lm is None:
             from aloe.models.hf import HFCausalLM
 
-            self._lm = HFCausalLM.from_spec(self.req.model, dtype=self.req.dtype, batch_size=self.req.batch_size)
+            self._lm = HFCausalLM.from_spec(self.model, dtype=self.dtype, batch_size=self.batch_size)
         return self._lm
 
     def generator(self, cache_dir: Path) -> Any:
@@ -79,10 +79,10 @@ class _ModelHolder:
             from aloe.models.completion_cache import CachedGenerator
             from aloe.models.generator import HFGenerator, get_generator
 
-            if parse_model_spec(self.req.model).kind in ("openai", "vllm"):
-                self._gen = get_generator(self.req.model, cache_dir=str(cache_dir))
+            if parse_model_spec(self.model).kind in ("openai", "vllm"):
+                self._gen = get_generator(self.model, cache_dir=str(cache_dir))
             else:
-                self._gen = CachedGenerator(HFGenerator(self.lm, self.req.model), cache_dir)
+                self._gen = CachedGenerator(HFGenerator(self.lm, self.model), cache_dir)
         return self._gen
 
 
@@ -90,8 +90,8 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     s = req.settings
     if s.mode == "loglik" and parse_model_spec(req.model).kind in ("openai", "vllm"):
         raise ValueError(f"{req.model}: log-likelihood scoring needs the weights in-process; use --mode generate")
-    holder = _ModelHolder(req)
-    model_fp = _weights_fingerprint(req.model)
+    holder = ModelHolder(req.model, req.dtype, req.batch_size)
+    model_fp = weights_fingerprint(req.model)
     per_bench: dict[str, dict[str, Any]] = {}
     t_start = time.time()
     for bench in req.benchmarks:

@@ -23,6 +23,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retriever", choices=["bm25", "dense", "fused"])
     g.add_argument("--top-k", type=int, help="passages in the prompt")
     g.add_argument("--rrf-k", type=float, help="reciprocal rank fusion constant")
+    g.add_argument("--passage-max-tokens", type=int, help="embed passages up to this many tokens")
 
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - InferConfig, imported lazily
@@ -33,7 +34,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - InferConfig, i
         ("retry_temperatures", "retry_temperatures"), ("max_new_tokens", "max_new_tokens"), ("seed", "seed"),
         ("embedding_model", "embedding_model"), ("index_dir", "index_dir")] if getattr(args, a, None) is not None}
     rag = {k: getattr(args, a) for k, a in [
-        ("corpus", "rag_corpus"), ("retriever", "retriever"), ("top_k", "top_k"), ("rrf_k", "rrf_k")]
+        ("corpus", "rag_corpus"), ("retriever", "retriever"), ("top_k", "top_k"), ("rrf_k", "rrf_k"),
+        ("passage_max_tokens", "passage_max_tokens")]
         if getattr(args, a, None) is not None}
     return InferConfig.model_validate({**top, "rag": rag})
 
@@ -64,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--index-dir", type=Path, default=None)
     i.add_argument("--embedding-model", default=None)
     i.add_argument("--retriever", choices=["bm25", "dense", "fused"], default="fused")
+    i.add_argument("--passage-max-tokens", type=int, default=None, help="embed passages up to this many tokens")
     i.set_defaults(func=index)
 
     s = isub.add_parser("search", help="retrieve passages for a query")
@@ -74,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--retriever", choices=["bm25", "dense", "fused"], default="fused")
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--rrf-k", type=float, default=None)
+    s.add_argument("--passage-max-tokens", type=int, default=None)
     s.set_defaults(func=search)
 
 
@@ -84,9 +88,9 @@ def _retriever(args: argparse.Namespace):  # noqa: ANN202 - Retriever
     cfg = InferConfig.model_validate({
         **({"index_dir": args.index_dir} if args.index_dir else {}),
         **({"embedding_model": args.embedding_model} if args.embedding_model else {}),
-        "rag": {k: v for k, v in [("corpus", args.corpus), ("rrf_k", getattr(args, "rrf_k", None))] if v}})
-    return Retriever(cfg.rag.corpus, cfg.index_dir, cfg.embedding_model, cfg.rag.chunk_chars, cfg.rag.rrf_k,
-                     cfg.rag.candidates)
+        "rag": {k: v for k, v in [("corpus", args.corpus), ("rrf_k", getattr(args, "rrf_k", None)),
+                                  ("passage_max_tokens", args.passage_max_tokens)] if v}})
+    return Retriever.from_config(cfg)
 
 
 def index(args: argparse.Namespace) -> int:

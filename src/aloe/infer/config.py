@@ -23,6 +23,7 @@ class RagConfig(BaseModel):
     candidates: int = Field(50, ge=1, description="hits taken from each retriever before fusion")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal rank fusion constant: 1 / (rrf_k + rank)")
     chunk_chars: int = Field(1000, ge=100, description="longer passages are split into chunks of at most this")
+    passage_max_tokens: int = Field(128, ge=16, le=512, description="passages are embedded up to this many tokens")
     passage_chars: int = Field(600, ge=50, description="each passage is cut to this many characters in the prompt")
 
 

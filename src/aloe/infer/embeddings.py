@@ -3,27 +3,32 @@
 The index is a float32 matrix of unit vectors saved as .npy next to its ids. Exact search is one
 matrix product: for the 28,621-passage shared corpus (384 dims, 44 MB) a batch of queries takes
 milliseconds, so an approximate index (faiss, hnswlib) would add a dependency and recall loss for
-no gain at this scale; `DenseIndex.search` is the one place to swap one in.
+no gain at this scale; `DenseIndex.search_vectors` is the one place to swap one in.
+
+Building is the costly part on a CPU (the shared corpus: tens of minutes), so it goes in shards,
+each saved as it is done and cached by content (see `DenseIndex.load_or_build`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from aloe.infer.config import DEFAULT_EMBEDDING_MODEL
 from aloe.io import write_json
 
 # all-MiniLM-L6-v2 was trained on 128-token inputs; its 256-token default doubles the cost of
-# embedding ~1,000-character passages (the shared corpus: from ~1.5 to ~3 passages/s/core here)
-# for text the model saw little of in training.
+# embedding ~1,000-character passages for text the model saw little of in training.
 MAX_TOKENS = 128
+_ENCODE_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)
@@ -40,17 +45,18 @@ def load_embedder(spec: str = DEFAULT_EMBEDDING_MODEL) -> Any:
         if not path.is_dir():
             raise FileNotFoundError(f"embedding model {spec!r}: expected {DEFAULT_EMBEDDING_MODEL!r} or a "
                                     "sentence-transformers model folder")
-    model = SentenceTransformer(str(path), device="cpu")
-    model.max_seq_length = min(model.max_seq_length or MAX_TOKENS, MAX_TOKENS)
-    return model
+    return SentenceTransformer(str(path), device="cpu")
 
 
-def embed(texts: Sequence[str], spec: str = DEFAULT_EMBEDDING_MODEL, progress: bool = False) -> np.ndarray:
-    """Unit-normalised float32 embeddings, one row per text."""
+def embed(texts: Sequence[str], spec: str = DEFAULT_EMBEDDING_MODEL, max_tokens: int = MAX_TOKENS) -> np.ndarray:
+    """Unit-normalised float32 embeddings, one row per text, each text cut to max_tokens."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    vecs = load_embedder(spec).encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=progress)
+    model = load_embedder(spec)
+    with _ENCODE_LOCK:  # max_seq_length is model state shared by every caller
+        model.max_seq_length = max_tokens
+        vecs = model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False)
     return np.asarray(vecs, dtype=np.float32)
 
 
@@ -70,17 +76,38 @@ class DenseIndex:
         self.ids, self.vectors, self.model = ids, vectors, model
 
     @classmethod
-    def build(cls, ids: Sequence[str], texts: Sequence[str], model: str = DEFAULT_EMBEDDING_MODEL,
-              progress: bool = False) -> DenseIndex:
-        return cls(list(ids), embed(texts, model, progress=progress), model)
+    def load_or_build(cls, directory: Path, ids: Sequence[str], texts: Sequence[str], cache: Path,
+                      model: str = DEFAULT_EMBEDDING_MODEL, max_tokens: int = MAX_TOKENS,
+                      shard_size: int = 1024, progress: bool = False) -> DenseIndex:
+        """The index in `directory`, built first when it is not complete.
 
-    def save(self, directory: Path) -> None:
+        Shards are cached by content under `cache`, so a build killed
+        midway resumes from its last finished shard, and indexes over corpora that share a run of
+        passages (a corpus and its sub-corpora) embed it once.
+        """
+        if cls.exists(directory):
+            return cls.load(directory)
+        cache.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress)
+        parts = []
+        for start in range(0, len(texts), shard_size):
+            chunk = list(texts[start:start + shard_size])
+            path = cache / f"{content_key(model, max_tokens, chunk)}.npy"
+            if not path.is_file():
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, embed(chunk, model, max_tokens))
+                tmp.replace(path)
+            parts.append(np.load(path))
+            bar.update(len(chunk))
+        bar.close()
+        index = cls(list(ids), np.concatenate(parts) if parts else np.zeros((0, 0), np.float32), model)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / "vectors.tmp.npy"
-        np.save(tmp, self.vectors)
+        np.save(tmp, index.vectors)
         tmp.replace(directory / "vectors.npy")
         # ids.json is written last: its presence marks a complete index.
-        write_json(directory / "ids.json", {"model": self.model, "ids": self.ids})
+        write_json(directory / "ids.json", {"model": model, "max_tokens": max_tokens, "ids": index.ids})
+        return index
 
     @classmethod
     def load(cls, directory: Path) -> DenseIndex:

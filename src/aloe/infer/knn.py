@@ -6,14 +6,11 @@ model and the pool's ids and questions, so any change to either builds a fresh i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from aloe.infer.embeddings import MAX_TOKENS, DenseIndex, content_key, embed
 from aloe.records import MCQ
-
-log = logging.getLogger(__name__)
 
 
 def _embed_text(q: MCQ) -> str:
@@ -23,13 +20,8 @@ def _embed_text(q: MCQ) -> str:
 def pool_index(pool: Sequence[MCQ], model: str, index_dir: Path) -> DenseIndex:
     key = content_key("knn", model, MAX_TOKENS, [(p.id, p.question) for p in pool])
     directory = index_dir / f"knn-{key}"
-    if DenseIndex.exists(directory):
-        return DenseIndex.load(directory)
-    log.info("embedding a few-shot pool of %d questions into %s", len(pool), directory)
-    index = DenseIndex.build([p.id for p in pool], [_embed_text(p) for p in pool], model,
-                             progress=len(pool) > 500)
-    index.save(directory)
-    return index
+    return DenseIndex.load_or_build(directory, [p.id for p in pool], [_embed_text(p) for p in pool],
+                                    index_dir / "embeddings", model, progress=len(pool) > 500)
 
 
 def nearest_shots(questions: Sequence[MCQ], pool: Sequence[MCQ], k: int, model: str,

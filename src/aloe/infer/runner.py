@@ -47,7 +47,7 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]]
 def markdown_table(per_run: dict[tuple[str, str], dict[str, Any]]) -> str:
     """Rows keyed by (benchmark, strategy)."""
     def pct(x: float) -> str:
-        return f"{100 * x:+.1f}" if x < 0 else f"{100 * x:.1f}"
+        return f"{100 * x:.1f}"
 
     lines = ["| benchmark | strategy | n | accuracy | 95% CI | delta vs zero-shot | 95% CI | unparsable | samples (retries) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -72,10 +72,6 @@ class StrategyResult:
     shot_ids: list[str] = field(default_factory=list)
     passage_ids: list[str] = field(default_factory=list)
 
-    @property
-    def unparsable_samples(self) -> int:
-        return len(self.responses) - sum(self.votes.values())
-
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "letter": self.letter, "votes": self.votes, "responses": self.responses,
                 "orders": self.orders, "shot_ids": self.shot_ids, "passage_ids": self.passage_ids}
@@ -100,10 +96,8 @@ class Strategy:
 
     @cached_property
     def retriever(self) -> Retriever:
-        rc = self.config.rag
-        r = Retriever(rc.corpus, self.config.index_dir, self.config.embedding_model, rc.chunk_chars, rc.rrf_k,
-                      rc.candidates)
-        r.warm(rc.retriever)
+        r = Retriever.from_config(self.config)
+        r.warm(self.config.rag.retriever)
         return r
 
     def _params(self) -> GenParams:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from aloe.io import read_json, write_json
@@ -187,14 +187,6 @@ def merge_checkpoints(cfg: MergeConfig, out_dir: str | Path) -> Path:
 
 def load_merge_config(path: str | Path) -> MergeConfig:
     """A merge YAML file, or a recipe whose `merge:` section is used."""
-    import yaml
+    from aloe.train.config import load_section
 
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if "merge" in data and isinstance(data["merge"], dict):
-        data = data["merge"]
-    try:
-        return MergeConfig.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(f"{path}: invalid merge config: {e}") from None
-
+    return load_section(path, "merge", MergeConfig)  # type: ignore[return-value]

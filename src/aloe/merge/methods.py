@@ -21,12 +21,10 @@ SLERP_DOT_THRESHOLD = 0.9995  # mergekit's: above it the vectors are near-collin
 def linear(base: torch.Tensor | None, tensors: Sequence[torch.Tensor], weights: Sequence[float],
            normalize: bool = True, **_: Any) -> torch.Tensor:
     """sum_i w_i x_i, divided by sum_i w_i when `normalize`."""
-    w = torch.tensor(list(weights), dtype=torch.float32).view(-1, *([1] * tensors[0].dim()))
-    stacked = torch.stack([t.float() for t in tensors])
-    out = (w * stacked).sum(0)
-    if normalize:
-        out = out / w.sum()
-    return out
+    out = torch.zeros(tensors[0].shape, dtype=torch.float32)
+    for t, w in zip(tensors, weights, strict=True):
+        out.add_(t.float(), alpha=w)  # accumulated in place: one output-sized buffer, no stack
+    return out.div_(sum(weights)) if normalize else out
 
 
 def slerp(base: torch.Tensor | None, tensors: Sequence[torch.Tensor], t: float = 0.5,
@@ -44,43 +42,46 @@ def slerp(base: torch.Tensor | None, tensors: Sequence[torch.Tensor], t: float =
     a, b = v0.reshape(v0.shape[0], -1), v1.reshape(v1.shape[0], -1)
     na = a.norm(dim=1, keepdim=True)
     nb = b.norm(dim=1, keepdim=True)
-    dot = ((a / torch.where(na > 1e-8, na, 1)) * (b / torch.where(nb > 1e-8, nb, 1))).sum(1, keepdim=True)
+    dot = ((a * b).sum(1, keepdim=True) / (torch.where(na > 1e-8, na, 1) * torch.where(nb > 1e-8, nb, 1)))
     dot = dot.clamp(-1, 1)
     collinear = dot.abs() > SLERP_DOT_THRESHOLD
     theta = torch.acos(torch.where(collinear, 0, dot))
     sin_theta = torch.sin(theta)
     ca = torch.where(collinear, 1 - t, torch.sin((1 - t) * theta) / sin_theta)
     cb = torch.where(collinear, t, torch.sin(t * theta) / sin_theta)
-    return (ca * a + cb * b).reshape(v0.shape)
+    return (a * ca).add_(b * cb).reshape(v0.shape)
 
 
-def magnitude_prune(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the `density` fraction of entries with the largest magnitude (TIES' trim step)."""
+def magnitude_prune_(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """In place: keep the `density` fraction of entries with the largest magnitude (TIES' trim).
+    mergekit keeps exactly k by argsort; a k-th-value threshold needs no int64 index tensor (8
+    bytes per weight) and differs only where magnitudes tie at the threshold."""
     if density >= 1:
         return delta
     if density <= 0:
-        return torch.zeros_like(delta)
+        return delta.zero_()
     k = max(1, int(density * delta.numel()))
-    mask = torch.zeros(delta.numel(), dtype=delta.dtype)
-    mask[torch.argsort(delta.abs().reshape(-1), descending=True)[:k]] = 1
-    return delta * mask.view_as(delta)
+    mag = delta.abs()
+    threshold = mag.reshape(-1).kthvalue(delta.numel() - k + 1).values
+    return delta.mul_(mag >= threshold)
 
 
-def dare_drop(delta: torch.Tensor, density: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Drop each entry with probability 1-density and scale survivors by 1/density (E[out] = delta)."""
+def dare_drop_(delta: torch.Tensor, density: float, generator: torch.Generator | None) -> torch.Tensor:
+    """In place: drop each entry with probability 1-density and scale survivors by 1/density, so
+    E[out] = delta (the DARE paper's rescaling)."""
     if density >= 1:
         return delta
     if density <= 0:
-        return torch.zeros_like(delta)
-    keep = torch.bernoulli(torch.full_like(delta, density), generator=generator)
-    return delta * keep / density
+        return delta.zero_()
+    keep = torch.rand(delta.shape, generator=generator) < density
+    return delta.mul_(keep).div_(density)
 
 
 def elect_sign_mask(weighted_deltas: torch.Tensor) -> torch.Tensor:
     """TIES sign election ('sum' consensus): per entry, the sign of the summed weighted deltas
-    (ties go positive, as in mergekit); a model's delta counts only where it agrees with it."""
-    majority = (weighted_deltas.sum(0) >= 0).to(weighted_deltas.dtype) * 2 - 1
-    return weighted_deltas.sign() == majority
+    (ties go positive, as in mergekit); a model's delta counts only where it has that sign."""
+    positive = weighted_deltas.sum(0) >= 0
+    return torch.where(positive, weighted_deltas > 0, weighted_deltas < 0)
 
 
 def task_arithmetic_family(
@@ -89,33 +90,36 @@ def task_arithmetic_family(
     normalize: bool, lam: float = 1.0, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """base + lambda * combine_i(w_i * sparsify(x_i - base)); the shared core of task arithmetic,
-    TIES, DARE-TIES and DARE-linear (mergekit's GeneralizedTaskArithmeticMerge)."""
+    TIES, DARE-TIES and DARE-linear (mergekit's GeneralizedTaskArithmeticMerge). Works in one
+    (models x tensor) buffer, in place, so memory stays a small multiple of one tensor."""
     if base is None:
         raise ValueError("this method needs a base model (the deltas are taken against it)")
     b = base.float()
     dens = list(densities) if densities is not None else [1.0] * len(tensors)
-    deltas = []
-    for x, d in zip(tensors, dens, strict=True):
-        delta = x.float() - b
+    weighted = torch.empty((len(tensors), *b.shape), dtype=torch.float32)
+    for i, (x, d, w) in enumerate(zip(tensors, dens, weights, strict=True)):
+        delta = torch.sub(x.float(), b, out=weighted[i])
         if sparsify == "magnitude":
-            delta = magnitude_prune(delta, d)
+            magnitude_prune_(delta, d)
         elif sparsify == "random":
-            delta = dare_drop(delta, d, generator)
-        deltas.append(delta)
-    w = torch.tensor(list(weights), dtype=torch.float32).view(-1, *([1] * b.dim()))
-    weighted = torch.stack(deltas) * w
+            dare_drop_(delta, d, generator)
+        delta.mul_(w)
     if consensus:
-        mask = elect_sign_mask(weighted).to(weighted.dtype)
-        mixed = (weighted * mask).sum(0)
-        divisor = (w * mask).sum(0)
+        mask = elect_sign_mask(weighted)
+        weighted.mul_(mask)
+        mixed = weighted.sum(0)
+        divisor = torch.zeros_like(mixed)
+        for i, w in enumerate(weights):
+            divisor.add_(mask[i], alpha=w)
         divisor[divisor == 0] = 1
     else:
         mixed = weighted.sum(0)
-        divisor = w.sum(0).expand_as(mixed).clone()
-        divisor[divisor.abs() < 1e-8] = 1
+        total = float(sum(weights))
+        divisor = torch.tensor(1.0 if abs(total) < 1e-8 else total)
+    del weighted
     if normalize:
-        mixed = mixed / divisor
-    return b + lam * mixed
+        mixed.div_(divisor)
+    return mixed.mul_(lam).add_(b)
 
 
 @dataclass(frozen=True)

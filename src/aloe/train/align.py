@@ -15,7 +15,6 @@ Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ from aloe.train.common import (
 )
 from aloe.train.config import AlignSettings, AlignStage
 from aloe.train.data import load_preferences, split_holdout, to_dpo_row
-
-log = logging.getLogger(__name__)
 
 
 def response_logprobs(model: Any, tokenizer: Any, pairs: list[Preference], batch_size: int = 8) -> list[tuple[float, float]]:
@@ -109,18 +106,16 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
         metrics["heldout_before"] = preference_metrics(ref)
     cfg = DPOConfig(**trainer_args(stage_settings, beta=st.beta, loss_type=[st.loss_type],
                                    precompute_ref_log_probs=s.precompute_ref_log_probs))
-    rows = lambda ps: Dataset.from_list([to_dpo_row(p) for p in ps])  # noqa: E731
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=rows(train), processing_class=tokenizer,
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]), processing_class=tokenizer,
                          peft_config=peft_config(stage_settings))
     resume = last_checkpoint(stage_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     metrics.update({"resumed_from": resume, "steps": result.global_step, "train_loss": result.training_loss,
                     "train_runtime_s": result.metrics.get("train_runtime")})
-    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     if held:
-        metrics["heldout_after"] = preference_metrics(response_logprobs(trained, tokenizer, held, s.batch_size),
-                                                      ref, st.beta)
-    save_final(trained, tokenizer, stage_dir / "final", metrics)
+        metrics["heldout_after"] = preference_metrics(
+            response_logprobs(trainer.model, tokenizer, held, s.batch_size), ref, st.beta)
+    save_final(trainer, stage_dir / "final", metrics)
     write_json(stage_dir / "metrics.json", metrics)
     return metrics
 

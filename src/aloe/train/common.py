@@ -3,8 +3,8 @@ and saving a plain checkpoint (LoRA merged in) under a completion marker."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import logging
 import os
 import shutil
 import time
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from aloe.train.config import TrainCommon
-
-log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "aloe-train-complete.json"
 CHATML = (
@@ -58,10 +56,8 @@ def load_model_for_training(s: TrainCommon) -> tuple[Any, Any]:
     if s.method == "qlora":
         if not torch.cuda.is_available():
             raise ValueError("method qlora needs a CUDA GPU (4-bit bitsandbytes kernels); use method lora on CPU")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ValueError("method qlora needs bitsandbytes: pip install bitsandbytes") from None
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("method qlora needs bitsandbytes: pip install bitsandbytes")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -85,15 +81,19 @@ def peft_config(s: TrainCommon) -> Any:
 
 def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
     """Arguments common to SFTConfig and DPOConfig. Checkpoints go to <output_dir>/checkpoints."""
+    import torch
+
     args = dict(
         output_dir=str(Path(s.output_dir) / "checkpoints"),
-        per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
+        # eval holds no gradients, so it can take bigger batches than training (packed bins of 1 x
+        # max_length tokens are often trained at batch size 1)
+        per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=max(s.batch_size, 4),
         gradient_accumulation_steps=s.grad_accum, learning_rate=s.learning_rate,
         num_train_epochs=s.epochs, max_steps=s.max_steps, warmup_steps=s.warmup_ratio,
         bf16=s.bf16, gradient_checkpointing=s.gradient_checkpointing,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
         logging_steps=s.logging_steps, report_to=s.report_to or "none", seed=s.seed,
-        max_length=s.max_length, disable_tqdm=False,
+        max_length=s.max_length, disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available(),
     )
     args.update(overrides)
     return args
@@ -106,17 +106,37 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
 
 
-def save_final(model: Any, tokenizer: Any, final_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """A plain safetensors checkpoint (LoRA weights merged in) written atomically, then the marker."""
+def save_final(trainer: Any, final_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """A plain safetensors checkpoint (LoRA weights merged in), written atomically, then the marker.
+
+    Distributed runs (DeepSpeed ZeRO-3, FSDP) go through `trainer.save_model`, which gathers the
+    sharded weights; LoRA adapters are then merged on the main process.
+    """
     final = Path(final_dir)
     tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / COMPLETE_MARKER).write_text(json.dumps({"finished": time.time(), **metrics}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    if acc.num_processes > 1 or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        trainer.save_model(str(tmp))
+        if acc.is_main_process and (tmp / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            merged = AutoPeftModelForCausalLM.from_pretrained(tmp).merge_and_unload()
+            for f in tmp.glob("adapter_*"):
+                f.unlink()
+            merged.save_pretrained(tmp, safe_serialization=True)
+    elif acc.is_main_process:
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp, safe_serialization=True)
+    if acc.is_main_process:
+        trainer.processing_class.save_pretrained(tmp)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps({"finished": time.time(), **metrics}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    acc.wait_for_everyone()
     return final

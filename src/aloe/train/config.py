@@ -45,6 +45,9 @@ class SFTSettings(TrainCommon):
     eval_data: str | None = None
     eval_fraction: float = 0.1  # held out from `data` when no eval_data is given
     packing: bool = True
+    # attention kernel; default with packing: aloe's `sdpa_varlen` (per-sample causal SDPA, any
+    # device); `flash_attention_2` on GPUs with flash-attn installed
+    attn_implementation: str | None = None
     system_prompt: str | None = None  # prepended to conversations that have no system turn
     chat_template: str | None = None  # "chatml", a .jinja path or a template; default: the model's own, else ChatML
 

@@ -40,6 +40,7 @@ class PreferenceSettings(BaseModel):
     output: str  # Preference jsonl; stats and held-out harmful prompts are written beside it
     model: str = "embedded:smollm2-135m-instruct"  # the policy: its own wrong/unsafe answers are rejected
     teacher: str | None = None  # writes chains of thought and refusals; default: the policy model
+    refusal_teacher: bool = True  # False: chosen = the dataset's safe response, else a fixed refusal
     cache_dir: str | None = None  # completion cache; default <output folder>/cache
     mcq: str | None = str(PACKAGED / "medmcqa_train.jsonl")
     n_medical: int = 40
@@ -108,7 +109,7 @@ def safety_pairs(s: PreferenceSettings, policy: Generator, teacher: Generator) -
     responses = policy.chat(convs, params)
     verdicts = judge.judge_many([p.prompt for p in train], responses)
     unsafe = [i for i, v in enumerate(verdicts) if v.unsafe is True]
-    need = [i for i in unsafe if not train[i].safe_response]
+    need = [i for i in unsafe if not train[i].safe_response] if s.refusal_teacher else []
     refusals = teacher.chat([[{"role": "system", "content": TEACHER_SYSTEM.format(risk=risk_name(train[i]))}, *convs[i]]
                              for i in need], params) if need else []
     ok = judge.judge_many([train[i].prompt for i in need], refusals)
@@ -159,11 +160,17 @@ def hh_pairs(path: str | Path, n: int) -> list[Preference]:
 
 def build_preferences(s: PreferenceSettings) -> dict[str, Any]:
     from aloe.models.generator import get_generator
+    from aloe.models.spec import parse_model_spec
+
+    def generator(spec: str) -> Generator:
+        # batch size applies to in-process models; servers batch on their side
+        kw = {"batch_size": s.batch_size} if parse_model_spec(spec).kind in ("local", "embedded", "hub") else {}
+        return get_generator(spec, cache_dir=cache, **kw)
 
     out = Path(s.output)
     cache = s.cache_dir or str(out.parent / "cache")
-    policy = get_generator(s.model, cache_dir=cache, batch_size=s.batch_size)
-    teacher = policy if not s.teacher or s.teacher == s.model else get_generator(s.teacher, cache_dir=cache)
+    policy = generator(s.model)
+    teacher = policy if not s.teacher or s.teacher == s.model else generator(s.teacher)
     pairs: list[Preference] = []
     stats: dict[str, Any] = {}
     steps = [name for name, on in (("medical", s.mcq and s.n_medical), ("safety", s.safety_sources and s.n_safety),

@@ -2,10 +2,11 @@
 
 Loss covers the final assistant turn only (prompt/completion rows, see `to_prompt_completion`).
 Packing uses TRL's best-fit-decreasing packing, which is padding-free: a batch is one row of
-concatenated samples whose `position_ids` restart at 0 for each sample and no attention mask is
-passed. transformers then derives a block-diagonal causal mask from the position_ids (SDPA, eager
-and flex attention on CPU or GPU) or uses varlen kernels (flash attention), so samples never attend
-to each other; `tests/train/test_packing.py` checks exactly that.
+concatenated samples whose `position_ids` restart at 0 for each sample, with the sample boundaries
+(`cu_seq_lens_q`) and no attention mask. The default attention for packed runs, `sdpa_varlen`
+(`varlen_attention.py`), attends each sample's slice separately; flash attention's varlen kernels
+do the same on GPUs; plain `sdpa`/`eager` get a block-diagonal mask derived from the position_ids.
+Either way samples never attend to each other; `tests/train/test_packing.py` checks exactly that.
 
 A run writes checkpoints under <output_dir>/checkpoints, resumes from the last one when restarted,
 and finishes with <output_dir>/final: a plain safetensors checkpoint (LoRA merged in) plus
@@ -18,10 +19,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from aloe.io import write_json
+from aloe.io import read_json, write_json
 from aloe.train.common import (
     is_complete, last_checkpoint, load_model_for_training, peft_config, save_final, set_chat_template, trainer_args,
 )
+from aloe.train import varlen_attention
 from aloe.train.config import SFTSettings
 from aloe.train.data import load_conversations, split_holdout, to_prompt_completion
 
@@ -36,18 +38,22 @@ def build_datasets(s: SFTSettings) -> tuple[Any, Any]:
         train, held = convs, load_conversations(s.eval_data)
     else:
         train, held = split_holdout(convs, s.eval_fraction, s.seed)
-    rows = lambda cs: Dataset.from_list([to_prompt_completion(c, s.system_prompt) for c in cs])  # noqa: E731
+    def rows(cs: list[Any]) -> Any:
+        return Dataset.from_list([to_prompt_completion(c, s.system_prompt) for c in cs])
+
     return rows(train), (rows(held) if held else None)
 
 
-def make_trainer(s: SFTSettings, train_ds: Any, eval_ds: Any, model: Any = None, tokenizer: Any = None) -> Any:
+def make_trainer(s: SFTSettings, train_ds: Any, eval_ds: Any) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    if model is None:
-        model, tokenizer = load_model_for_training(s)
+    model, tokenizer = load_model_for_training(s)
+    attn = s.attn_implementation or (varlen_attention.register() if s.packing else None)
+    if attn:
+        model.set_attn_implementation(attn)
     set_chat_template(tokenizer, model, s.chat_template)
-    cfg = SFTConfig(**trainer_args(s, packing=s.packing, eval_packing=False, completion_only_loss=True,
-                                   dataset_num_proc=None))
+    # Validation loss is measured unpacked (padded batches), the same way before and after.
+    cfg = SFTConfig(**trainer_args(s, packing=s.packing, eval_packing=False, completion_only_loss=True))
     return SFTTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, peft_config=peft_config(s))
 
@@ -58,8 +64,6 @@ def run_sft(s: SFTSettings) -> dict[str, Any]:
     final = out / "final"
     if is_complete(final):
         log.warning("sft already complete in %s", final)
-        from aloe.io import read_json
-
         return read_json(out / "metrics.json")
     train_ds, eval_ds = build_datasets(s)
     trainer = make_trainer(s, train_ds, eval_ds)
@@ -70,8 +74,6 @@ def run_sft(s: SFTSettings) -> dict[str, Any]:
         # Measured once, before the first step; a resumed run reads it back instead of re-measuring a
         # partly trained model.
         if before_path.is_file():
-            from aloe.io import read_json
-
             metrics["eval_loss_before"] = read_json(before_path)["eval_loss"]
         else:
             metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
@@ -81,6 +83,6 @@ def run_sft(s: SFTSettings) -> dict[str, Any]:
                     "train_runtime_s": result.metrics.get("train_runtime")})
     if eval_ds is not None:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
-    save_final(trainer.model, trainer.processing_class, final, metrics)
+    save_final(trainer, final, metrics)
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aloe.infer.config import DEFAULT_EMBEDDING_MODEL
+from aloe.infer.config import DEFAULT_EMBEDDING_MODEL, InferConfig
 from aloe.infer.embeddings import MAX_TOKENS, DenseIndex, content_key
 from aloe.infer.rag.corpus import chunk_passages, read_passages
 from aloe.infer.rag.fusion import reciprocal_rank_fusion
@@ -51,17 +51,25 @@ class Retriever:
     """Search a corpus by BM25, dense embeddings, or both fused; indexes load or build lazily."""
 
     def __init__(self, corpus: str | Path, index_dir: Path, embedding_model: str = DEFAULT_EMBEDDING_MODEL,
-                 chunk_chars: int = 1000, rrf_k: float = 60.0, candidates: int = 50):
+                 chunk_chars: int = 1000, rrf_k: float = 60.0, candidates: int = 50,
+                 passage_max_tokens: int = MAX_TOKENS):
         self.corpus = Path(corpus)
         if not self.corpus.is_file():
             raise FileNotFoundError(f"RAG corpus not found: {self.corpus}")
         self.embedding_model, self.rrf_k, self.candidates = embedding_model, rrf_k, candidates
+        self.passage_max_tokens = passage_max_tokens
         key = content_key("rag", _file_digest(self.corpus), chunk_chars)
         self.root = index_dir / f"rag-{key}"
         self.passages = self._load_chunks(chunk_chars)
         self.by_id = {p.id: p for p in self.passages}
         self._bm25 = None
         self._dense: DenseIndex | None = None
+
+    @classmethod
+    def from_config(cls, config: InferConfig) -> Retriever:
+        rc = config.rag
+        return cls(rc.corpus, config.index_dir, config.embedding_model, rc.chunk_chars, rc.rrf_k, rc.candidates,
+                   rc.passage_max_tokens)
 
     def _load_chunks(self, chunk_chars: int) -> list[Passage]:
         path = self.root / "passages.jsonl"
@@ -90,16 +98,16 @@ class Retriever:
         return self._bm25
 
     @property
+    def dense_dir(self) -> Path:
+        return self.root / f"dense-{content_key(self.embedding_model, self.passage_max_tokens)}"
+
+    @property
     def dense(self) -> DenseIndex:
         if self._dense is None:
-            directory = self.root / f"dense-{content_key(self.embedding_model, MAX_TOKENS)}"
-            if DenseIndex.exists(directory):
-                self._dense = DenseIndex.load(directory)
-            else:
-                log.info("embedding %d passages with %s", len(self.passages), self.embedding_model)
-                self._dense = DenseIndex.build([p.id for p in self.passages], [p.text for p in self.passages],
-                                               self.embedding_model, progress=True)
-                self._dense.save(directory)
+            self._dense = DenseIndex.load_or_build(
+                self.dense_dir, [p.id for p in self.passages], [p.text for p in self.passages],
+                self.root.parent / "embeddings", self.embedding_model, self.passage_max_tokens,
+                progress=len(self.passages) > 1000)
         return self._dense
 
     def warm(self, method: str) -> None:

@@ -1,0 +1,1 @@
+"""Counterfactual bias probes over MCQ vignettes."""

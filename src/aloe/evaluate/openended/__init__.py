@@ -1,0 +1,1 @@
+"""Open-ended evaluation: free-text QA sets, LLM judge, reference metrics, specialties."""
