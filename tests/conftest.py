@@ -59,3 +59,12 @@ def tiny_lm(tiny_model, smollm_tokenizer):
     from aloe.models.hf import HFCausalLM
 
     return HFCausalLM(tiny_model, smollm_tokenizer, batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model, smollm_tokenizer):
+    """The tiny model saved as a local checkpoint folder, for code that takes a model spec."""
+    d = tmp_path_factory.mktemp("tiny-ckpt")
+    tiny_model.save_pretrained(d)
+    smollm_tokenizer.save_pretrained(d)
+    return d

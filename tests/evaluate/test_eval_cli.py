@@ -6,14 +6,6 @@ from aloe.cli import main
 from aloe.io import read_json
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, tiny_model, smollm_tokenizer):
-    d = tmp_path_factory.mktemp("tiny-ckpt")
-    tiny_model.save_pretrained(d)
-    smollm_tokenizer.save_pretrained(d)
-    return d
-
-
 def test_eval_writes_predictions_metrics_and_table(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "ev"
     rc = main(["eval", "--model", str(tiny_checkpoint), "--benchmarks", "medqa,pubmedqa,headqa",

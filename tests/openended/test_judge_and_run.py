@@ -55,14 +55,6 @@ def test_keyword_and_model_specialty(scripted_server, tmp_path):
     assert model_specialties(gen, ["A seizure at night?", "Something odd"]) == ["neurology", UNCLASSIFIED]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, tiny_model, smollm_tokenizer):
-    d = tmp_path_factory.mktemp("tiny-ckpt")
-    tiny_model.save_pretrained(d)
-    smollm_tokenizer.save_pretrained(d)
-    return d
-
-
 def test_eval_open_end_to_end_and_resume(tiny_checkpoint, scripted_server, tmp_path, capsys):
     from aloe.cli import main
 

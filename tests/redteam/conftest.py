@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from redteam_peers import ScriptedServer
+from redteam_peers import start_server
+from scripted_openai import ScriptedOpenAIServer
 
 
 @pytest.fixture()
-def server() -> Iterator[ScriptedServer]:
-    s = ScriptedServer()
-    s.thread.start()
+def server() -> Iterator[ScriptedOpenAIServer]:
+    s = start_server()
     try:
         yield s
     finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
+        s.close()

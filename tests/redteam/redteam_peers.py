@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from scripted_openai import ScriptedOpenAIServer
 
 MAX_REQUESTS = 5000
 
@@ -64,33 +63,6 @@ SCRIPTS: dict[str, Callable[[list[dict[str, str]]], str]] = {
 }
 
 
-class ScriptedServer:
-    def __init__(self) -> None:
-        self.requests: Counter[str] = Counter()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model = body["model"]
-                outer.requests[model] += 1
-                if sum(outer.requests.values()) > MAX_REQUESTS:
-                    self.send_error(503)
-                    return
-                text = SCRIPTS[model](body["messages"])
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def spec(self, model: str) -> str:
-        return f"openai:{self.url}#{model}"
+def start_server() -> ScriptedOpenAIServer:
+    """Each served model name picks its script."""
+    return ScriptedOpenAIServer(lambda body: SCRIPTS[body["model"]](body["messages"]), max_requests=MAX_REQUESTS)

@@ -57,10 +57,10 @@ def test_llm_judges_on_clear_cases(server, kind, tmp_path):
         assert {v.score for v in verdicts if v.unsafe} == {(5 + 4 - 2) / 8}
         assert {v.score for v in verdicts if not v.unsafe} == {0.0}
     # Judge calls are cached: the same judgements again cost no request.
-    asked = sum(server.requests.values())
+    asked = len(server.requests)
     again = make_judge(spec, cache_dir=str(tmp_path))
     assert [v.unsafe for v in again.judge_many([PROMPT] * len(texts), texts)] == [v.unsafe for v in verdicts]
-    assert sum(server.requests.values()) == asked
+    assert len(server.requests) == asked
 
 
 @pytest.mark.parametrize("kind", ["refusal", "guard", "strongreject"])

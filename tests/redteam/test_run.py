@@ -74,12 +74,12 @@ def test_run_end_to_end_and_rerun_pays_nothing(server, small_run, tmp_path, caps
     out = capsys.readouterr().out
     assert all(p.prompt[:40] not in out for p in prompts)
     # The rerun answers from the cache: no request reaches the server.
-    asked = dict(server.requests)
+    asked = server.per_model()
     m2 = run_redteam(prompts, styles, get_generator(server.spec("target"), cache_dir=cache),
                      make_judge(judge.name if judge_kind == "refusal" else f"llamaguard:{server.spec('guard')}",
                                 cache_dir=cache),
                      tmp_path / "run2", PARAMS, seen_styles=[s.name for s in split.train])
-    assert dict(server.requests) == asked and m2["overall"] == m["overall"]
+    assert server.per_model() == asked and m2["overall"] == m["overall"]
 
 
 def test_run_with_a_real_batched_transformers_target(tiny_lm, small_run, tmp_path):
