@@ -127,5 +127,6 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
                "macro_accuracy": macro_average(per_bench), "benchmarks": per_bench,
                "seconds": round(time.time() - t_start, 2)}
     write_json(req.out_dir / "metrics.json", summary)
-    write_text(req.out_dir / "results.md", markdown_table(per_bench, title=f"{req.model} — {s.describe()}"))
+    write_text(req.out_dir / "results.md", markdown_table(
+        per_bench, title=f"{req.model}: " + ", ".join(f"{k}={v}" for k, v in s.describe().items())))
     return summary
