@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from aloe.io import read_json, write_json
+from aloe.io import atomic_dir, read_json, write_json
 from aloe.merge.methods import get_method
 from aloe.merge.safetensors_stream import DTYPES, SafetensorsReader, SafetensorsWriter
 from aloe.models.loading import resolve_weights
@@ -142,9 +140,7 @@ def merge_checkpoints(cfg: MergeConfig, out_dir: str | Path) -> Path:
     if cfg.dtype and out_dtype is None:
         raise ValueError(f"merge dtype {cfg.dtype!r}: expected one of {', '.join(DTYPES)}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         total = sum(len(r.tensors) for r in ref.readers)
         with tqdm(total=total, desc=f"merge {cfg.method}", unit="tensor") as bar:
             for reader in ref.readers:
@@ -176,12 +172,6 @@ def merge_checkpoints(cfg: MergeConfig, out_dir: str | Path) -> Path:
             config["dtype"] = str(out_dtype).removeprefix("torch.")
             write_json(tmp / "config.json", config)
         write_json(tmp / COMPLETE_MARKER, {"config": cfg.model_dump(), "reference": str(ref.folder)})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -13,12 +13,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from aloe.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +99,10 @@ def embedded_checkpoint(name: str) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-        try:
+        with atomic_dir(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             (tmp / COMPLETE_MARKER).write_text(json.dumps(
                 {"source": str(src), "source_bytes": src.stat().st_size, "seconds": round(time.time() - t0, 1)}
             ))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
