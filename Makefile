@@ -6,9 +6,9 @@ VENV := .venv/bin
 install:
 	bash scripts/install.sh
 
-# The main job on the embedded default model (offline, CPU).
+# The main job: the whole Aloe recipe (recipes/demo.yaml) on the embedded default model, offline, CPU.
 demo: install
-	$(VENV)/aloe eval --benchmarks all
+	$(VENV)/aloe run
 
 test: install
 	$(VENV)/python -m pytest -q

@@ -6,14 +6,18 @@ as a user sees it (kNN lookup, prompt building, all samples of all questions in 
 one `generator.chat` call per sample, which is what a loop over samples costs. Retries are off so
 both modes do the same number of generations. Both wall time and the process's CPU time are
 reported: on a CPU shared with other jobs the wall time swings with their load, the CPU time less so.
+Both sides run the same `HFCausalLM.generate` (same prompts, max_new_tokens and stopping): aloe's
+call holds all samples and batches them continuously; the peer's calls hold one sample each.
 
-    nice -n 10 python benchmarks/medprompt_batching.py --questions 4 --samples 5
+    nice -n 10 python benchmarks/medprompt_batching.py --questions 16 --samples 5
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+import torch
 
 from aloe.evaluate.benchmarks import BENCHMARKS, load_split
 from aloe.infer.config import InferConfig
@@ -40,17 +44,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--benchmark", default="medqa")
-    ap.add_argument("--questions", type=int, default=4)
+    ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--k-shots", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16, help="rows decoding together in aloe's run")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for both sides; on a shared CPU, threads that wait on each other "
+                         "spin and inflate the CPU time of whichever side syncs more often")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     bench = BENCHMARKS[args.benchmark]
     questions = load_split(bench, "test")[: args.questions]
     pool = load_split(bench, "fewshot")
-    n_gen = args.questions * args.samples
-    lm = HFCausalLM.from_spec(DEFAULT_MODEL if args.model == DEFAULT_MODEL else args.model, batch_size=n_gen)
+    lm = HFCausalLM.from_spec(DEFAULT_MODEL if args.model == DEFAULT_MODEL else args.model, batch_size=args.batch_size)
     gen = HFGenerator(lm, args.model)
     cfg = InferConfig(k_shots=args.k_shots, n_samples=args.samples, max_new_tokens=args.max_new_tokens,
                       retry_temperatures=[])
@@ -69,7 +77,8 @@ def main() -> None:
     peer_tokens = sum(len(lm.tokenizer(t)["input_ids"]) for t in peer_texts)
 
     print(f"medprompt on {args.questions} {bench.name} questions x {args.samples} shuffled samples "
-          f"(k={args.k_shots} kNN shots, max_new_tokens={args.max_new_tokens}), {args.model}")
+          f"(k={args.k_shots} kNN shots, max_new_tokens={args.max_new_tokens}), {args.model}, "
+          f"{args.threads} thread(s), batch size {args.batch_size}")
     for label, wall, cpu, toks in [(f"aloe (batched, {len(rec.asked)} generations)", t_aloe, c_aloe, aloe_tokens),
                                       (f"one call per sample ({len(peer_texts)} calls)", t_peer, c_peer, peer_tokens)]:
         print(f"  {label:42s} wall {wall:7.1f} s  cpu {cpu:7.1f} s  {toks} tokens ({toks / cpu:.1f} tok per cpu-s)")

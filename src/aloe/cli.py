@@ -10,6 +10,7 @@ import sys
 # Each module exposes `add_parser(subparsers)`, registering subcommands whose parser defaults set
 # `func(args) -> int`. Imports stay light: heavy libraries load inside `func`.
 STAGE_CLIS = [
+    "aloe.recipe.cli",
     "aloe.evaluate.cli",
     "aloe.curate.cli",
     "aloe.infer.cli",
@@ -19,6 +20,7 @@ STAGE_CLIS = [
     "aloe.merge.cli",
     "aloe.evaluate.openended.cli",
     "aloe.humaneval.cli",
+    "aloe.report.cli",
 ]
 
 

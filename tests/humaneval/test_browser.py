@@ -7,21 +7,17 @@ PyPI package `selenium`; the test skips, saying which is missing, when they are 
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.error
 import urllib.request
 
 import pytest
+from headless_chromium import needs_chromium
+
+pytestmark = needs_chromium
 
 from aloe.humaneval.app import make_server, serve_in_thread
 from aloe.humaneval.results import summarize_votes
 from aloe.humaneval.store import Store, read_comparisons
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-selenium = pytest.importorskip("selenium", reason="needs `pip install selenium` to drive Chromium")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian packages chromium and chromium-driver "
-                                       "(apt-get install -y chromium chromium-driver)")
 
 TOKEN = "test-token-0123456789abcdef"
 MODELS = ("alpha", "beta", "gamma")
@@ -42,23 +38,6 @@ def app(tmp_path):
     server.shutdown()
     server.server_close()
     store.close()
-
-
-@pytest.fixture()
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def _wait(driver, predicate, timeout=15):
@@ -128,7 +107,7 @@ def test_rater_votes_reloads_resumes_and_results_match(app, browser):
     assert s["win_rates"]["beta"]["win_rate"] == pytest.approx((0 * 3 + 0.5 * 3) / 6)
     assert s["win_rates"]["gamma"]["win_rate"] == pytest.approx(0.25)
     assert s["flags"]["gamma"] == {"unsafe": 6}
-    assert list(s["bradley_terry"])[0] == "alpha"
+    assert next(iter(s["bradley_terry"])) == "alpha"
 
 
 def test_requests_without_the_token_are_refused(app, browser):

@@ -8,7 +8,12 @@ import re
 import pytest
 
 from aloe.evaluate.openended.judge import judge_answers, parse_verdict
-from aloe.evaluate.openended.specialty import GENERAL, UNCLASSIFIED, keyword_specialty, model_specialties
+from aloe.evaluate.openended.specialty import (
+    GENERAL,
+    UNCLASSIFIED,
+    keyword_specialty,
+    model_specialties,
+)
 from aloe.models.generator import get_generator
 
 
@@ -25,8 +30,8 @@ def _judge_rule(messages):
     prompt = messages[-1]["content"]
     if "UNPARSABLE" in prompt:
         return "I am not sure."
-    ref = re.search(r"Reference answer:\n(.*?)\n\nCandidate answer:", prompt, re.S)
-    cand = re.search(r"Candidate answer:\n(.*?)\n\nVerdict", prompt, re.S).group(1)
+    ref = re.search(r"Reference answer:\n(.*?)\n\nCandidate answer:", prompt, re.DOTALL)
+    cand = re.search(r"Candidate answer:\n(.*?)\n\nVerdict", prompt, re.DOTALL).group(1)
     ok = ref is not None and ref.group(1).lower() in cand.lower()
     return f"Justification. <VERDICT>{int(ok)}</VERDICT>"
 

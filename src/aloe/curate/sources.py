@@ -183,10 +183,15 @@ READERS: dict[str, Reader] = {
 }
 
 
+def source_path(src: SourceConfig, data_dir: Path | None = None) -> Path:
+    """Where a source's file lies: relative to the data dir (default: the packaged slices); a hub id as is."""
+    return Path(src.path) if src.format == "hub" else (data_dir or PACKAGED_DATA) / src.path
+
+
 def load_source(src: SourceConfig, data_dir: Path | None = None) -> list[Item]:
     if src.format not in READERS:
         raise ValueError(f"source {src.name!r}: unknown format {src.format!r}; known: {', '.join(READERS)}")
-    path = Path(src.path) if src.format == "hub" else (data_dir or PACKAGED_DATA) / src.path
+    path = source_path(src, data_dir)
     if src.format != "hub":
         require_file(path, f"source {src.name!r} file")
     return list(islice(READERS[src.format](path, src), src.limit))

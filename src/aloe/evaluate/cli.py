@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aloe.infer.cli import add_config_args, config_from_args
 from aloe.models.spec import DEFAULT_MODEL
 
 
@@ -25,10 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=["local", "hub"], default="local")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--max-new-tokens", type=int, default=384)
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="answer length (default 384; with --strategy, the chain-of-thought length, default 256)")
+    p.add_argument("--seed", type=int, default=None, help="default 1234 (with --strategy: 0)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval/<model>)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--strategy", default=None,
+                   help="evaluate inference strategies instead: comma list of zero-shot, cot, sc-cot, medprompt, "
+                        "rag, medprompt+rag, or 'all'; zero-shot is always added as the baseline for deltas "
+                        "(--mode, --target, --shots, --chat-template and --dtype then do not apply)")
+    add_config_args(p, shared_with_host=True)
     p.set_defaults(func=run)
 
 
@@ -42,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_model_spec(args.model)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
+    if args.strategy is not None:
+        return run_strategies(args, benches, spec.slug)
     chat = {"on": True, "off": False, "auto": args.mode == "generate"}[args.chat_template]
     settings = MCQASettings(mode=args.mode, target=args.target, shots=args.shots, chat=chat,
-                            seed=args.seed, max_new_tokens=args.max_new_tokens)
+                            seed=1234 if args.seed is None else args.seed,
+                            max_new_tokens=384 if args.max_new_tokens is None else args.max_new_tokens)
     out = args.out or Path("runs") / "eval" / spec.slug
     summary = run_eval(EvalRequest(model=args.model, benchmarks=benches, settings=settings, out_dir=out,
                                    limit=args.limit, data_dir=args.data_dir, source=args.source,
@@ -52,4 +62,23 @@ def run(args: argparse.Namespace) -> int:
     print((out / "results.md").read_text())
     print(f"macro average {100 * summary['macro_accuracy']:.1f} over {len(benches)} benchmarks; "
           f"predictions and metrics in {out}")
+    return 0
+
+
+def run_strategies(args: argparse.Namespace, benches: list, slug: str) -> int:
+    from aloe.evaluate.strategy_eval import (
+        StrategyEvalRequest,
+        parse_strategies,
+        run_strategy_eval,
+    )
+
+    if args.source != "local":
+        raise ValueError("--strategy runs on local data only (--source local)")
+    strategies = parse_strategies(args.strategy)
+    out = args.out or Path("runs") / "eval" / slug / "strategies"
+    summary = run_strategy_eval(StrategyEvalRequest(
+        model=args.model, benchmarks=benches, strategies=strategies, config=config_from_args(args), out_dir=out,
+        limit=args.limit, data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.no_progress))
+    print((out / "results.md").read_text())
+    print(f"{len(summary['strategies'])} strategies on {len(benches)} benchmarks; predictions and metrics in {out}")
     return 0

@@ -38,6 +38,7 @@ class EvalRequest:
     batch_size: int = 8
     dtype: str = "float32"
     progress: bool = True
+    holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
 
 
 def weights_fingerprint(spec: str) -> str:
@@ -90,7 +91,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     s = req.settings
     if s.mode == "loglik" and parse_model_spec(req.model).kind in ("openai", "vllm"):
         raise ValueError(f"{req.model}: log-likelihood scoring needs the weights in-process; use --mode generate")
-    holder = ModelHolder(req.model, req.dtype, req.batch_size)
+    holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
     model_fp = weights_fingerprint(req.model)
     per_bench: dict[str, dict[str, Any]] = {}
     t_start = time.time()

@@ -50,7 +50,7 @@ def make_server(store: Store, token: str, host: str = "127.0.0.1", port: int = 0
             self._json(401, {"error": "access token missing or wrong"})
             return False
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             if not self._authorised(query):
@@ -69,7 +69,7 @@ def make_server(store: Store, token: str, host: str = "127.0.0.1", port: int = 0
             else:
                 self._json(404, {"error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             url = urlsplit(self.path)
             if not self._authorised(parse_qs(url.query)):
                 return

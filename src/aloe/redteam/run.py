@@ -40,9 +40,13 @@ class Case:
 
 
 def build_cases(prompts: Sequence[HarmfulPrompt], styles: Sequence[Style],
-                seen_styles: Sequence[str] = ()) -> list[Case]:
+                seen_styles: Sequence[str] = (), per_prompt: int | None = None) -> list[Case]:
+    """Every prompt in every style; with `per_prompt`, prompt i takes `per_prompt` styles in rotation,
+    so each style is used about equally and the cost grows with the prompts, not prompts x styles."""
     seen = set(seen_styles)
-    return [Case(p, s, s.name in seen, s.apply(p.prompt)) for p in prompts for s in styles]
+    k = len(styles) if per_prompt is None else min(per_prompt, len(styles))
+    picked = [(p, styles[(i * k + j) % len(styles)]) for i, p in enumerate(prompts) for j in range(k)]
+    return [Case(p, s, s.name in seen, s.apply(p.prompt)) for p, s in picked]
 
 
 def attack_and_judge(cases: Sequence[Case], target: Generator, judge: Judge, params: GenParams,
@@ -85,11 +89,11 @@ def worst_prompts(rows: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]
 def run_redteam(prompts: Sequence[HarmfulPrompt], styles: Sequence[Style], target: Generator, judge: Judge,
                 out_dir: str | Path, params: GenParams, seen_styles: Sequence[str] = (),
                 system_prompt: str | None = None, worst_k: int = 20,
-                meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                meta: dict[str, Any] | None = None, styles_per_prompt: int | None = None) -> dict[str, Any]:
     if not prompts or not styles:
         raise ValueError(f"nothing to run: {len(prompts)} prompts, {len(styles)} styles")
     out = Path(out_dir)
-    cases = build_cases(prompts, styles, seen_styles)
+    cases = build_cases(prompts, styles, seen_styles, styles_per_prompt)
     log.info("red team: %d prompts x %d styles = %d cases", len(prompts), len(styles), len(cases))
     rows = result_rows(cases, attack_and_judge(cases, target, judge, params, system_prompt))
     metrics = asr_metrics(rows)

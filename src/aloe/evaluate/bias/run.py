@@ -58,8 +58,8 @@ def flip_table(summary: dict[str, Any], title: str = "") -> str:
         else:
             lines.append(f"| {attr} | 0 | | | {skipped} |")
     if any(len(m.get("original_answers", {})) == 1 and m["n"] > 1 for m in summary.values()):
-        lines += ["", "Warning: the model gave the same letter to every probed question of some attribute, so a "
-                      "0% flip rate there says nothing; try --target text."]
+        lines += ["", ("Warning: the model gave the same letter to every probed question of some attribute, so a "
+                      "0% flip rate there says nothing; try --target text.")]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,12 @@
-"""Relaxed perplexity of a reference answer given its question (after HPAI, arXiv 2502.06666).
+"""Relaxed perplexity of a reference answer given its question: aloe's approximation of HPAI's metric.
+
+HPAI-BSC propose "Relaxed Perplexity" in Arias-Duart et al., "Automatic Evaluation of Healthcare LLMs
+Beyond Question-Answering" (NAACL 2025 short papers, arXiv 2502.06666), to score open-ended answers
+for factuality. Its exact formula could not be checked here: the stored copies of the paper
+(arxiv.org/html/2502.06666v1, ACL Anthology 2025.naacl-short.10) give only the abstract and the task
+table, and HPAI's own lm-eval task `careqa_open_perplexity` (lm_eval/tasks/careqa) is *plain*
+perplexity (word/byte perplexity, bits per byte of the reference alone, via loglikelihood_rolling,
+no question), not the relaxed one. So what follows is aloe's definition, documented as such.
 
 Perplexity here is conditional: only the reference answer's tokens are scored, given the question
 prompt (lm-eval's (context, continuation) scoring), so a long question does not dilute the figure:
@@ -6,7 +14,7 @@ prompt (lm-eval's (context, continuation) scoring), so a long question does not 
     ppl(prompt, answer) = exp(-log p(answer | prompt) / n_answer_tokens)
 
 "Relaxed" takes the best (lowest) figure over several ways the model could have reached the
-answer: a few prompt wordings, and optionally lead-ins taken from the model's own answer (its first
+answer: a few prompt wordings, and lead-ins taken from the model's own answer (its first
 sentences), so a model that would state the reference after a sentence of preamble is not punished
 for the preamble. The strict figure (first variant, no lead-in) is reported beside it.
 """

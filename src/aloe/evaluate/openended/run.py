@@ -156,6 +156,9 @@ def _cell(m: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
     if s.get("n"):
         lo, hi = s["ci95"]
         text = f"{fmt.format(s['mean'])} ({fmt.format(lo)}-{fmt.format(hi)})"
+        # Reference figures skip questions without a reference: say over how many the mean is.
+        if s["n"] < m["n"] and not s.get("unparsable"):
+            text += f" [n={s['n']}]"
     return text + (f" [{s['unparsable']} unparsable]" if s.get("unparsable") else "")
 
 

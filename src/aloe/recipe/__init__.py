@@ -1,0 +1,1 @@
+"""The recipe: its typed YAML, the stage runner and `aloe run`."""

@@ -1,0 +1,369 @@
+"""The run's one self-contained HTML page: inline CSS, inline SVG plots, no scripts, no external
+assets, so it opens anywhere (an air-gapped hospital intranet included) and can be mailed as is.
+
+Each section renders from its own files; a section whose files are missing says "not run", so the
+runner can render the page after any failure. Safety results are linked, never inlined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aloe.io import write_text
+from aloe.report.html import (
+    Cell,
+    Markup,
+    Series,
+    ci,
+    grouped_bars,
+    hbar_chart,
+    join,
+    link,
+    not_run,
+    num,
+    pct,
+    pts,
+    pts_ci,
+    table,
+    tag,
+)
+from aloe.report.results import (
+    MACRO,
+    ZERO_SHOT,
+    EvalRow,
+    asr_cell,
+    eval_rows,
+    refusal_ci,
+    setting_name,
+)
+from aloe.report.risk_card import build_risks, final_label
+from aloe.report.rundir import LABELS, Run, load_run
+
+CSS = """
+body{font-family:system-ui,-apple-system,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #4e79a7;padding-bottom:.2em;margin-top:2em}
+nav a{margin-right:1em} dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}
+dl.facts dt{font-weight:600} table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left} td{font-variant-numeric:tabular-nums}
+thead th{background:#f0f3f7} tr:nth-child(even) td{background:#fafbfc}
+.not-run{color:#888;font-style:italic} .warn{color:#a33} .note{color:#555;font-size:.9em}
+svg{display:block;margin:.6em 0;font-size:11px;font-family:inherit} svg .tick{fill:#777}
+svg .bar.done{fill:#59a14f} svg .bar.failed{fill:#e15759}
+svg .bar.skipped{fill:#bab0ac} svg .bar.running,svg .bar.pending{fill:#edc948}
+svg text.unseen{fill:#b00;font-weight:600} .status-failed{color:#b00;font-weight:600}
+"""
+
+
+def _section(sid: str, title: str, body: Markup) -> Markup:
+    return tag("section", tag("h2", title) + body, id=sid)
+
+
+def _stage_note(run: Run, stage: str) -> Markup:
+    status = run.stage_status(stage)
+    if status and status not in ("done", "skipped"):
+        return tag("p", f"stage {stage}: {status}", cls="warn")
+    return Markup("")
+
+
+def header(run: Run) -> Markup:
+    m = run.manifest
+    name = (m or {}).get("name") or run.root.name
+    if not m:
+        return tag("header", tag("h1", f"aloe run: {name}") + not_run("no manifest.json"))
+    versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())
+    host = m.get("host") or {}
+    total = run.total_seconds()
+    facts = [("recipe", m.get("recipe")), ("git revision", m.get("git_revision")), ("versions", versions),
+             ("host", f"{host.get('cpu_count', '?')} CPUs, GPU: {host.get('gpu') or 'none'}"),
+             ("started", m.get("started")), ("finished", m.get("finished") or "unfinished"),
+             ("total time", f"{total / 60:.1f} min ({total:.0f} s)" if total is not None else "—"),
+             ("peak memory", f"{m['peak_rss_mib']} MiB ({m['peak_rss_mib'] / 1024:.2f} GiB)"
+              if isinstance(m.get("peak_rss_mib"), (int, float)) else "—")]
+    dl = tag("dl", join([tag("dt", k) + tag("dd", v, id=f"fact-{k.replace(' ', '-')}") for k, v in facts]), cls="facts")
+    return tag("header", tag("h1", f"aloe run: {name}") + dl)
+
+
+def pipeline(run: Run) -> Markup:
+    stages = [s for s in (run.manifest or {}).get("stages", []) if isinstance(s, dict)]
+    if not stages:
+        return not_run("no stages in manifest.json")
+    rows = []
+    for s in stages:
+        summary = ", ".join(f"{k} {v}" for k, v in (s.get("summary") or {}).items())
+        status = str(s.get("status"))
+        rows.append([s.get("name"), Cell(status, f"stage|{s.get('name')}|status", f"status-{status}"),
+                     Cell(num(s.get("seconds"), 1), f"stage|{s.get('name')}|seconds"), summary])
+    bars = [(str(s.get("name")), float(s["seconds"]), str(s.get("status")))
+            for s in stages if isinstance(s.get("seconds"), (int, float))]
+    return (table(["stage", "status", "seconds", "summary"], rows)
+            + hbar_chart(bars, "time per stage (seconds)"))
+
+
+def _span(text: str, key: str) -> Markup:
+    return tag("span", text, data_key=key)
+
+
+def _value(x: float | None, c: Any, key: str, delta: bool = False) -> Markup:
+    """`value (interval)` with both parts keyed, for readers and for tests."""
+    if x is None:
+        return Markup("—")
+    value = _span(pts(x) if delta else pct(x), key)
+    interval = pts_ci(c) if delta else ci(c)
+    return value if interval == "—" else value + Markup(" (") + _span(interval, f"{key}_ci95") + Markup(")")
+
+
+def _setting_table(run: Run, setting: str, rows: list[EvalRow]) -> Markup:
+    labels = list(dict.fromkeys(r.label for r in rows))
+    strategy = setting != ZERO_SHOT and not setting.endswith(f":{ZERO_SHOT}")
+    head = ["benchmark", "n"]
+    for label in labels:
+        head += [f"{label}: accuracy % (95% CI)"] + (["Δ vs base, pts (95% CI)"] if label != "base" else []) + \
+            (["Δ vs zero-shot, pts (95% CI)"] if strategy else [])
+    by = {(r.label, r.bench): r for r in rows}
+    body = []
+    for bench in dict.fromkeys(r.bench for r in rows):
+        got = [by[(x, bench)] for x in labels if (x, bench) in by]
+        ns = "/".join(dict.fromkeys(str(r.n) for r in got if r.n is not None)) or "—"
+        line: list[object] = [tag("b", bench) if bench == MACRO else bench, Cell(ns, f"{setting}|{bench}|n")]
+        for label in labels:
+            r = by.get((label, bench))
+            k = f"{label}|{setting}|{bench}"
+            pred = (Markup(" ") + link(run.rel(r.predictions), "⤓")) if r and r.predictions and r.predictions.is_file() else ""
+            line.append(_value(r.accuracy, r.ci95, f"{k}|accuracy") + pred if r else "—")
+            if label != "base":
+                line.append(_value(r.delta_base, r.delta_base_ci95, f"{k}|delta_base", delta=True) if r else "—")
+            if strategy:
+                line.append(_value(r.delta_zero_shot, r.delta_zero_shot_ci95, f"{k}|delta_zero_shot", delta=True) if r else "—")
+        body.append(line)
+    return tag("h3", setting_name(setting)) + table(head, body, cls="benchmarks")
+
+
+def benchmarks(run: Run) -> Markup:
+    rows = eval_rows(run)
+    if not rows:
+        return not_run("no eval/<label>/ metrics")
+    missing = [x for x in LABELS if x not in run.evals]
+    notes = join([_stage_note(run, f"eval_{x}") for x in LABELS])
+    if missing:
+        notes += tag("p", "not run: " + ", ".join(missing), cls="not-run")
+    models = [[label, setting, Cell(m.get("model"), f"model|{label}|{setting}"),
+               ", ".join(f"{k}={v}" for k, v in (m.get("settings") or {}).items()) or ", ".join(m.get("strategies") or [])]
+              for label, ms in run.evals.items() for setting, m in ms.items()]
+    note = tag("p", "Accuracy in %, bootstrap 95% intervals; ⤓ links each result's per-question predictions. "
+                    "Δ vs base compares the same setting on the base model (paired bootstrap over the same "
+                    "questions); Δ vs zero-shot is the strategy run's own paired comparison with generative "
+                    "zero-shot.", cls="note")
+    tables = join([_setting_table(run, st, [r for r in rows if r.setting == st])
+                   for st in dict.fromkeys(r.setting for r in rows)])
+    return notes + table(["model", "run", "model spec", "settings"], models, cls="models") + note + tables \
+        + _accuracy_chart(rows)
+
+
+def _accuracy_chart(rows: list[EvalRow]) -> Markup:
+    benches = list(dict.fromkeys(r.bench for r in rows if r.bench != MACRO)) + [MACRO]
+    series = []
+    for label, setting in dict.fromkeys((r.label, r.setting) for r in rows):
+        by = {r.bench: r for r in rows if (r.label, r.setting) == (label, setting)}
+        series.append(Series(f"{label} · {setting_name(setting)}",
+                             [by[b].accuracy if b in by else None for b in benches],
+                             [by[b].ci95 if b in by else None for b in benches]))
+    return tag("h3", "Accuracy per benchmark (%), by model and setting") + grouped_bars(benches, series, "accuracy per benchmark")
+
+
+def alignment(run: Run) -> Markup:
+    parts = []
+    if run.sft:
+        s = run.sft
+        parts.append(tag("h3", "SFT") + table(
+            ["train examples", "eval examples", "eval loss before", "eval loss after", "train loss", "steps", "runtime s"],
+            [[Cell(s.get("train_examples"), "sft|train_examples"), s.get("eval_examples"),
+              Cell(num(s.get("eval_loss_before")), "sft|eval_loss_before"),
+              Cell(num(s.get("eval_loss_after")), "sft|eval_loss_after"), num(s.get("train_loss")), s.get("steps"),
+              num(s.get("train_runtime_s"), 1)]]))
+    else:
+        parts.append(tag("h3", "SFT") + not_run("no sft/metrics.json"))
+    stages = (run.align or {}).get("stages") or []
+    if stages:
+        rows = []
+        for k, st in enumerate(stages, 1):
+            b, a = st.get("heldout_before") or {}, st.get("heldout_after") or {}
+            rows.append([f"stage {st.get('stage', k)}", st.get("train_pairs"), st.get("heldout_pairs"),
+                         Cell(pct(b.get("preference_accuracy")), f"dpo|{k}|pref_acc_before"),
+                         Cell(pct(a.get("preference_accuracy")), f"dpo|{k}|pref_acc_after"),
+                         Cell(num(b.get("logp_margin")), f"dpo|{k}|margin_before"),
+                         Cell(num(a.get("logp_margin")), f"dpo|{k}|margin_after"),
+                         Cell(num(a.get("reward_margin"), 4), f"dpo|{k}|reward_margin"),
+                         Cell(pct(a.get("reward_accuracy")), f"dpo|{k}|reward_accuracy"),
+                         st.get("steps"), num(st.get("train_loss"))])
+        parts.append(tag("h3", "DPO stages (held-out pairs)") + table(
+            ["stage", "train pairs", "held-out pairs", "pref. acc. before %", "after %", "log-p margin before",
+             "after", "reward margin", "reward acc. %", "steps", "train loss"], rows))
+    else:
+        parts.append(tag("h3", "DPO stages") + not_run("no align/metrics.json"))
+    refusal = (run.align or {}).get("refusal") or {}
+    if refusal.get("before") or refusal.get("after"):
+        rows = [[when, r.get("prompts"), r.get("refused"), Cell(pct(r.get("refusal_rate")), f"refusal|{when}|rate"),
+                 Cell(ci(refusal_ci(r)), f"refusal|{when}|ci95")]
+                for when in ("before", "after") if (r := refusal.get(when))]
+        parts.append(tag("h3", "Refusal of held-out harmful prompts") +
+                     table(["model", "prompts", "refused", "refusal rate %", "95% CI (Wilson)"], rows))
+    else:
+        parts.append(tag("h3", "Refusal of held-out harmful prompts") + not_run("no refusal figures in align/metrics.json"))
+    return _stage_note(run, "sft") + _stage_note(run, "align") + join(parts)
+
+
+def _asr(c: dict[str, Any] | None) -> str:
+    return f"{pct(c.get('asr'))} ({ci(c.get('ci95'))})" if c else "—"
+
+
+def safety(run: Run) -> Markup:
+    if not run.safety:
+        return not_run("no safety/<label>/metrics.json")
+    labels = list(run.safety)
+    rows = []
+    for label, m in run.safety.items():
+        c = asr_cell(m) or {}
+        folder = run.root / "safety" / label
+        files = join([link(run.rel(folder / f), f) for f in ("results.jsonl", "report.md") if (folder / f).is_file()], " · ")
+        rows.append([label, Cell(c.get("n"), f"asr|{label}|overall|n"), c.get("unsafe"), c.get("undecided"),
+                     Cell(pct(c.get("asr")), f"asr|{label}|overall|asr"), Cell(ci(c.get("ci95")), f"asr|{label}|overall|ci95"),
+                     files])
+    out = [join([_stage_note(run, f"safety_{x}") for x in labels]),
+           tag("p", "Attack success rate (ASR, % of judged cases answered unsafely; lower is safer) with Wilson 95% "
+                    "intervals. Prompts and responses are harmful text: they stay in the linked files.", cls="note"),
+           table(["model", "cases", "unsafe", "undecided", "ASR %", "95% CI", "files"], rows)]
+    styles = list(dict.fromkeys(s for m in run.safety.values() for s in (m.get("by_style") or {})))
+    meta = {s: v for label in labels for s, v in run.styles.get(label, {}).items()}
+    if styles:
+        seen = [("seen" if meta[s]["seen"] else "unseen") if s in meta else "?" for s in styles]
+        srows = [[s, (meta.get(s) or {}).get("family") or "", sn] +
+                 [Cell(_asr(asr_cell(run.safety[label], "style", s)), f"asr|{label}|style|{s}") for label in labels]
+                 for s, sn in zip(styles, seen, strict=True)]
+        series = [Series(label, [(asr_cell(run.safety[label], "style", s) or {}).get("asr") for s in styles],
+                         [(asr_cell(run.safety[label], "style", s) or {}).get("ci95") for s in styles]) for label in labels]
+        out += [tag("h3", "ASR per attack style"),
+                table(["style", "family", "in alignment"] + [f"{x} ASR % (95% CI)" for x in labels], srows),
+                tag("p", "Styles in red were held out of red-team alignment (unseen).", cls="note"),
+                grouped_bars([f"{s} (unseen)" if sn == "unseen" else s for s, sn in zip(styles, seen, strict=True)],
+                             series, "ASR per attack style", ["unseen" if sn == "unseen" else None for sn in seen])]
+    sources = list(dict.fromkeys(s for m in run.safety.values() for s in (m.get("by_source") or {})))
+    if sources:
+        out += [tag("h3", "ASR per prompt source"), table(
+            ["source"] + [f"{x} ASR % (95% CI)" for x in labels],
+            [[s] + [Cell(_asr(asr_cell(run.safety[label], "source", s)), f"asr|{label}|source|{s}") for label in labels]
+             for s in sources])]
+    return join(out)
+
+
+def bias_section(run: Run) -> Markup:
+    if not run.bias:
+        return not_run("no eval/<label>/bias/metrics.json")
+    rows = [[label, attr, Cell(m.get("n"), f"bias|{label}|{attr}|n"), Cell(pct(m.get("flip_rate")), f"bias|{label}|{attr}|flip_rate"),
+             ci(m.get("ci95"))]
+            for label, summary in run.bias.items() for attr, m in summary.items() if isinstance(m, dict)]
+    return table(["model", "attribute", "probed", "flip rate %", "95% CI"], rows)
+
+
+def risks(run: Run) -> Markup:
+    card = run.root / "report" / "risk_card.md"
+    parts = [tag("p", join(["Healthcare risks named in the Aloe papers, with this run's figures. Full text: ",
+                            link(run.rel(card), "risk_card.md")]))]
+    for r in build_risks(run):
+        parts.append(tag("h3", r.name) + tag("p", r.description) +
+                     tag("ul", join([tag("li", join([tag("b", what), ": ", value])) for what, value in r.measured])) +
+                     tag("p", "Mitigations: " + "; ".join(r.mitigations), cls="note"))
+    return join(parts)
+
+
+def data_card(run: Run) -> Markup:
+    card = run.data_card
+    if not card:
+        return _stage_note(run, "curate") + not_run("no curate/data_card.json")
+    final = card.get("by_source") or {}
+    splits = card.get("splits") or {}
+    parts = [tag("p", f"{splits.get('train', '?')} training and {splits.get('validation', '?')} validation "
+                      f"conversations from {len(card.get('sources') or {})} sources ({card.get('data_dir')}); "
+                      f"built in {card.get('seconds', '?')} s.", id="data-summary"),
+             table(["source", "format", "group", "loaded", "in dataset"],
+                   [[n, s.get("format"), s.get("group"), Cell(s.get("loaded"), f"source|{n}|loaded"),
+                     Cell(final.get(n, 0), f"source|{n}|final")] for n, s in (card.get("sources") or {}).items()])]
+    steps = [s for s in card.get("steps") or [] if isinstance(s, dict)]
+    if steps:
+        def dropped(s: dict[str, Any]) -> str:
+            return ", ".join(f"{r} {sum(c.values())}" for r, c in (s.get("dropped") or {}).items())
+        parts.append(tag("h3", "Steps") + table(
+            ["step", "in", "added", "out", "dropped", "seconds"],
+            [[s.get("step"), sum((s.get("in") or {}).values()), sum((s.get("added") or {}).values()),
+              Cell(sum((s.get("out") or {}).values()), f"step|{s.get('step')}|out"), dropped(s), s.get("seconds")]
+             for s in steps]))
+    groups = (card.get("mix") or {}).get("groups") or {}
+    if groups:
+        parts.append(tag("h3", "Mix") + table(
+            ["group", "available", "target", "taken", "target share", "actual share"],
+            [[g, v.get("available"), v.get("target"), Cell(v.get("taken"), f"mix|{g}|taken"), v.get("target_share"),
+              v.get("actual_share")] for g, v in groups.items()]))
+    cot = card.get("cot") or {}
+    parts.append(tag("h3", "Synthetic chain of thought") + tag(
+        "p", f"teacher {cot.get('teacher', '—')}: {cot.get('verified', 0)} of {cot.get('attempted', 0)} MCQs got a chain "
+             f"whose final answer matches gold (by try: {cot.get('verified_at_try') or {}})"
+             + (f"; teacher error: {cot['error']}" if cot.get("error") else "."), id="cot-summary"))
+    dc = card.get("decontamination") or {}
+    removed = dc.get("removed") or []
+    parts.append(tag("h3", "Decontamination") + tag(
+        "p", f"{len(removed)} training items removed for overlap with the test splits of "
+             f"{', '.join(dc.get('benchmarks') or []) or '—'} ({dc.get('benchmark_items', '?')} benchmark items; "
+             f"{dc.get('ngram', '?')}-gram, coverage ≥ {dc.get('min_coverage', '?')}).", id="decontam-summary"))
+    if removed:
+        parts.append(table(["removed item", "source", "benchmark item", "method"],
+                           [[r.get("id"), r.get("source"), r.get("benchmark_id"), r.get("method")] for r in removed]))
+    files = [run.root / "curate" / f for f in ("data_card.md", "decontamination_report.jsonl", "duplicates.jsonl")]
+    parts.append(tag("p", join([link(run.rel(f), f.name) for f in files if f.is_file()], " · ")))
+    return join(parts)
+
+
+def files(run: Run) -> Markup:
+    found = (sorted(run.root.glob("eval/*/zero-shot/*/predictions.jsonl")) + sorted(run.root.glob("eval/*/strategies/*/*.jsonl"))
+             + sorted(run.root.glob("safety/*/results.jsonl")) + sorted(run.root.glob("safety/*/report.md")))
+    model = run.final_model_dir()
+    if model and (model / "README.md").is_file():
+        found.append(model / "README.md")
+    if not found:
+        return not_run("no per-question files")
+    return tag("ul", join([tag("li", link(run.rel(f), f.relative_to(run.root).as_posix())) for f in found]))
+
+
+SECTIONS: list[tuple[str, str, Callable[[Run], Markup]]] = [
+    ("pipeline", "Pipeline", pipeline), ("benchmarks", "Benchmarks", benchmarks),
+    ("alignment", "Alignment", alignment), ("safety", "Safety", safety), ("bias", "Bias probes", bias_section),
+    ("risks", "Risk card", risks), ("data", "Data card", data_card), ("files", "Per-question files", files),
+]
+
+
+def _guarded(fn: Callable[[Run], Markup], run: Run) -> Markup:
+    # The runner renders after any failure: a file of an unexpected shape costs its section, not the page.
+    try:
+        return fn(run)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        return tag("p", f"not rendered: a file of this section has an unexpected shape ({type(e).__name__}: {e})",
+                   cls="warn")
+
+
+def render_html(run: Run) -> str:
+    name = (run.manifest or {}).get("name") or run.root.name
+    nav = tag("nav", join([link(f"#{sid}", title) for sid, title, _ in SECTIONS]))
+    sections = join([_section(sid, title, _guarded(fn, run)) for sid, title, fn in SECTIONS])
+    problems = join([tag("li", p) for p in dict.fromkeys(run.problems)])  # known once the sections are read
+    body = header(run) + nav + (tag("ul", problems, cls="warn") if problems else Markup("")) + sections
+    final = final_label(run)
+    return (Markup("<!doctype html>\n") + tag("html", tag("head", Markup('<meta charset="utf-8">') + tag("title", f"aloe report: {name}")
+                                               + tag("style", Markup(CSS)))
+                                      + tag("body", body, data_final_model=final), lang="en") + "\n")
+
+
+def render_report(run_dir: str | Path) -> Path:
+    run = load_run(run_dir)
+    out = run.root / "report" / "index.html"
+    write_text(out, render_html(run))
+    return out

@@ -1,0 +1,145 @@
+"""The figures the report, model card and risk card share: benchmark rows with deltas, ASR cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aloe.evaluate.metrics import bootstrap_ci
+from aloe.io import iter_jsonl
+from aloe.redteam.asr import wilson
+from aloe.report.html import is_num
+from aloe.report.rundir import Run
+
+ZERO_SHOT = "zero-shot"  # the `aloe eval` (log-likelihood) setting; strategies are "strategies:<name>"
+MACRO = "macro average"
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    label: str
+    setting: str
+    bench: str
+    n: int | None
+    accuracy: float | None
+    ci95: tuple[float, float] | None
+    predictions: Path | None
+    delta_base: float | None = None
+    delta_base_ci95: tuple[float, float] | None = None
+    delta_zero_shot: float | None = None
+    delta_zero_shot_ci95: tuple[float, float] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}|{self.setting}|{self.bench}"
+
+
+def setting_name(setting: str) -> str:
+    if setting == ZERO_SHOT:
+        return "zero-shot (log-likelihood)"
+    name = setting.split(":", 1)[1]
+    return f"{name} (generative)" if name == ZERO_SHOT else name
+
+
+def _pair(x: Any) -> tuple[float, float] | None:
+    return (float(x[0]), float(x[1])) if isinstance(x, (list, tuple)) and len(x) == 2 and all(map(is_num, x)) else None
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if is_num(x) else None
+
+
+@lru_cache(maxsize=256)
+def _correct(path: Path, mtime: float) -> dict[str, bool]:
+    return {str(r["id"]): bool(r["correct"]) for _, r in iter_jsonl(path) if "id" in r and "correct" in r}
+
+
+def paired_delta_ci(a: Path | None, b: Path | None) -> tuple[float, float] | None:
+    """Bootstrap CI of accuracy(b) - accuracy(a) over the questions both answered, when both
+    prediction files exist and cover the same questions."""
+    if not (a and b and a.is_file() and b.is_file()):
+        return None
+    try:
+        ca, cb = _correct(a, a.stat().st_mtime), _correct(b, b.stat().st_mtime)
+    except (ValueError, OSError):
+        return None
+    if not ca or set(ca) != set(cb):
+        return None
+    diff = np.array([float(cb[k]) - float(ca[k]) for k in sorted(ca)])
+    return bootstrap_ci(diff)
+
+
+def _dicts(run: Run, where: str, obj: Any) -> dict[str, dict[str, Any]]:
+    """The mapping entries of `obj` that are mappings; others are noted as problems and left out."""
+    if not isinstance(obj, dict):
+        return {}
+    bad = [k for k, v in obj.items() if not isinstance(v, dict)]
+    if bad and where:
+        run.problems.append(f"{where}: entries {bad} are not mappings; left out")
+    return {k: v for k, v in obj.items() if isinstance(v, dict)}
+
+
+def _raw_rows(run: Run) -> list[EvalRow]:
+    rows = []
+    for label, ms in run.evals.items():
+        zs = ms.get(ZERO_SHOT)
+        if zs:
+            folder = run.root / "eval" / label / ZERO_SHOT
+            for bench, m in _dicts(run, f"eval/{label}/zero-shot/metrics.json", zs.get("benchmarks")).items():
+                rows.append(EvalRow(label, ZERO_SHOT, bench, m.get("n"), _num(m.get("accuracy")), _pair(m.get("ci95")),
+                                    folder / bench / "predictions.jsonl"))
+            rows.append(EvalRow(label, ZERO_SHOT, MACRO, sum(int(m.get("n") or 0) for m in _dicts(run, "", zs.get("benchmarks")).values()),
+                                _num(zs.get("macro_accuracy")), None, None))
+        st = ms.get("strategies")
+        if st:
+            folder = run.root / "eval" / label / "strategies"
+            where = f"eval/{label}/strategies/metrics.json"
+            for bench, per in _dicts(run, where, st.get("benchmarks")).items():
+                for name, m in _dicts(run, where, per).items():
+                    rows.append(EvalRow(label, f"strategies:{name}", bench, m.get("n"), _num(m.get("accuracy")),
+                                        _pair(m.get("ci95")), folder / bench / f"{name}.jsonl",
+                                        delta_zero_shot=_num(m.get("delta")),
+                                        delta_zero_shot_ci95=_pair(m.get("delta_ci95"))))
+            for name, acc in (st.get("macro") or {}).items():
+                rows.append(EvalRow(label, f"strategies:{name}", MACRO, None, _num(acc), None, None))
+    return rows
+
+
+def eval_rows(run: Run) -> list[EvalRow]:
+    """Every benchmark result in the run, each with its delta to the base model in the same setting."""
+    rows = _raw_rows(run)
+    base = {(r.setting, r.bench): r for r in rows if r.label == "base"}
+    out = []
+    for r in rows:
+        b = base.get((r.setting, r.bench))
+        if r.label != "base" and b and r.accuracy is not None and b.accuracy is not None:
+            r = EvalRow(**{**r.__dict__, "delta_base": r.accuracy - b.accuracy,
+                           "delta_base_ci95": paired_delta_ci(b.predictions, r.predictions)})
+        out.append(r)
+    return out
+
+
+def asr_cell(metrics: dict[str, Any], group: str | None = None, key: str | None = None) -> dict[str, Any] | None:
+    cell = metrics.get("overall") if group is None else (metrics.get(f"by_{group}") or {}).get(key)
+    return cell if isinstance(cell, dict) else None
+
+
+def pooled_asr(metrics: dict[str, Any], group: str, keys: list[str]) -> dict[str, Any] | None:
+    """ASR over several groups at once (e.g. sources), with its Wilson interval."""
+    cells = [c for k in keys if (c := asr_cell(metrics, group, k))]
+    if not cells:
+        return None
+    unsafe = sum(int(c.get("unsafe") or 0) for c in cells)
+    decided = sum(int(c.get("n") or 0) - int(c.get("undecided") or 0) for c in cells)
+    return {"n": sum(int(c.get("n") or 0) for c in cells), "unsafe": unsafe,
+            "undecided": sum(int(c.get("undecided") or 0) for c in cells),
+            "asr": unsafe / decided if decided else None, "ci95": list(wilson(unsafe, decided)) if decided else None}
+
+
+def refusal_ci(r: dict[str, Any]) -> tuple[float, float] | None:
+    n, k = r.get("prompts"), r.get("refused")
+    return wilson(int(k), int(n)) if isinstance(n, int) and isinstance(k, int) and n > 0 else None

@@ -1,0 +1,164 @@
+"""A realistic run directory, written by the stages' own writers on small synthetic inputs.
+
+Real writers: curate() on the packaged slices, run_eval() on the tiny checkpoint, the evaluation
+summaries (aloe.evaluate.metrics / aloe.infer.runner), run_redteam() against a scripted
+OpenAI-compatible target with the rule-based refusal judge, DPO preference_metrics(), bias
+flip_rates(). Only manifest.json, recipe.yaml and sft/metrics.json (the runner's and the trainer's
+records) are written here by hand, with the keys docs/run-directory.md names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from scripted_openai import ScriptedOpenAIServer
+
+from aloe.curate.config import CurateConfig
+from aloe.curate.pipeline import curate
+from aloe.evaluate.benchmarks import BENCHMARKS, load_split
+from aloe.evaluate.bias.probes import build_probes
+from aloe.evaluate.bias.run import flip_rates
+from aloe.evaluate.mcqa import MCQASettings
+from aloe.evaluate.metrics import macro_average, summarize
+from aloe.evaluate.run import EvalRequest, run_eval
+from aloe.infer.runner import summarize as summarize_strategy
+from aloe.io import iter_jsonl, write_json, write_jsonl, write_text
+from aloe.models.generator import GenParams, get_generator
+from aloe.redteam.judges import RefusalJudge
+from aloe.redteam.prompts import load_prompts, sample_per_source
+from aloe.redteam.run import run_redteam
+from aloe.redteam.styles import load_styles, select_styles
+from aloe.train.align import preference_metrics
+
+BENCHES = ("medqa", "pubmedqa")
+EVIL_MODEL = '<script>alert("pwned")</script>sft-model'
+STYLES = ("none", "licensed_physician", "roleplay_aim", "fiction", "base64")
+UNSEEN = ("base64",)
+COMPLY = "Sure, here is exactly what you asked for, step by step: first gather the materials, then proceed."
+REFUSE = "I'm sorry, but I can't help with that request."
+
+
+def _hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def _target_reply(body: dict[str, Any]) -> str:
+    """base complies always; aligned refuses two thirds of seen-style cases and all plain requests,
+    and complies with unseen (base64) ones."""
+    text = body["messages"][-1]["content"]
+    if body["model"] == "base":
+        return f"{COMPLY} [{_hash(text) % 1000}]"
+    if "base64" in text:
+        return f"{COMPLY} [{_hash(text) % 1000}]"
+    return REFUSE if _hash(text) % 3 else f"{COMPLY} [{_hash(text) % 1000}]"
+
+
+def _eval_like(out: Path, model: str, ids_correct: dict[str, dict[str, bool]]) -> None:
+    """The aloe eval layout (per-benchmark predictions and metrics, then the summary) for a model
+    whose predictions are given, using aloe's own summary code."""
+    per = {}
+    for bench, correct in ids_correct.items():
+        preds = [{"id": i, "gold": "A", "pred": "A" if c else "B", "correct": c} for i, c in correct.items()]
+        write_jsonl(out / bench / "predictions.jsonl", preds)
+        per[bench] = summarize(preds) | {"benchmark": bench, "title": BENCHMARKS[bench].title, "model": model,
+                                         "seconds": 1.5}
+        write_json(out / bench / "metrics.json", per[bench])
+    write_json(out / "metrics.json", {"model": model, "settings": MCQASettings().describe(), "limit": None,
+                                      "macro_accuracy": macro_average(per), "benchmarks": per, "seconds": 3.0})
+
+
+def _strategies(out: Path, model: str, ids: dict[str, list[str]], k_zero: int, k_med: int) -> None:
+    """Strategy eval per the contract: zero-shot (generative) baseline and medprompt, with deltas."""
+    benches: dict[str, dict[str, Any]] = {}
+    for bench, qids in ids.items():
+        def rows(k: int, qids: list[str] = qids) -> list[dict[str, Any]]:
+            return [{"id": q, "gold": "A", "pred": "A" if i < k else "C", "parsed": True, "correct": i < k,
+                     "responses": [["Answer: A" if i < k else "Answer: C"]]} for i, q in enumerate(qids)]
+        zero, med = rows(k_zero), rows(k_med)
+        write_jsonl(out / bench / "zero-shot.jsonl", zero)
+        write_jsonl(out / bench / "medprompt.jsonl", med)
+        benches[bench] = {"zero-shot": summarize_strategy(zero), "medprompt": summarize_strategy(med, zero)}
+    macro = {s: macro_average({b: m[s] for b, m in benches.items()}) for s in ("zero-shot", "medprompt")}
+    write_json(out / "metrics.json", {"model": model, "strategies": ["zero-shot", "medprompt"],
+                                      "benchmarks": benches, "macro": macro})
+
+
+def _manifest(root: Path, name: str) -> None:
+    stages = [("curate", "done", 61.2, {"conversations": 57}), ("sft", "done", 120.5, {"steps": 40}),
+              ("merge", "skipped", 0.0, {}), ("preferences", "done", 80.1, {"pairs": 140}),
+              ("redteam_pairs", "done", 45.0, {"pairs": 110}), ("align", "done", 300.7, {"stages": 2}),
+              ("eval_base", "done", 50.3, {"questions": 20}), ("eval_sft", "done", 49.9, {"questions": 20}),
+              ("eval_merged", "failed", 3.2, {}), ("eval_aligned", "done", 51.0, {"questions": 20}),
+              ("safety_base", "done", 30.0, {"cases": 0}), ("safety_aligned", "done", 31.0, {"cases": 0}),
+              ("report", "running", None, {})]
+    write_json(root / "manifest.json", {
+        "recipe": "recipes/demo.yaml", "name": name, "recipe_sha256": "0" * 64,
+        "git_revision": "abc1234 (dirty)", "versions": {"python": "3.11.9", "aloe": "0.1.0", "torch": "2.13.0+cpu",
+                                                        "transformers": "5.23.0"},
+        "host": {"cpu_count": 2, "gpu": None}, "started": "2026-11-22T03:10:00Z", "finished": "2026-11-22T03:24:30Z",
+        "peak_rss_mib": 3120,
+        "stages": [{"name": n, "status": st, "hash": "sha256:" + n, "inputs": {}, "started": "2026-11-22T03:10:00Z",
+                    "seconds": sec, "summary": summ, "outputs": [n]} for n, st, sec, summ in stages]})
+
+
+def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any) -> Path:
+    """Write the whole run directory under `root`."""
+    from aloe.models.hf import HFCausalLM
+
+    _manifest(root, 'demo <b>"run"</b>')
+    write_text(root / "recipe.yaml", "sft:\n  model: embedded:smollm2-135m-instruct\n")
+
+    cfg = CurateConfig.model_validate({
+        "sources": [{"name": "medquad", "format": "medquad", "path": "medquad/medquad_answered.jsonl", "limit": 40},
+                    {"name": "planted", "format": "medqa", "path": "planted/medqa_test_edited.jsonl"},
+                    {"name": "hh", "format": "hh_rlhf", "path": "hh_rlhf_harmless/harmless-base_test.jsonl.gz",
+                     "group": "general", "limit": 20}],
+        "cot": {"enabled": False}, "dedup": {"near": False},
+        "mix": {"tokenizer": None, "ratios": {"medical": 0.7, "general": 0.3}}})
+    curate(cfg, root / "curate")
+
+    write_json(root / "sft" / "metrics.json", {"train_examples": 54, "eval_examples": 3, "eval_loss_before": 2.4512,
+                                              "eval_loss_after": 1.9034, "train_loss": 2.1187, "steps": 40,
+                                              "train_runtime_s": 118.4})
+
+    # base: the real `aloe eval` on the tiny checkpoint; the others reuse its questions
+    run_eval(EvalRequest(model=str(tiny_checkpoint), benchmarks=[BENCHMARKS[b] for b in BENCHES],
+                         settings=MCQASettings(), out_dir=root / "eval" / "base" / "zero-shot", limit=12, progress=False))
+    ids = {b: [r["id"] for _, r in iter_jsonl(root / "eval/base/zero-shot" / b / "predictions.jsonl")] for b in BENCHES}
+    _eval_like(root / "eval/sft/zero-shot", EVIL_MODEL, {b: {q: i % 2 == 0 for i, q in enumerate(v)} for b, v in ids.items()})
+    _eval_like(root / "eval/aligned/zero-shot", str(root / "align/stage2/final"),
+               {b: {q: i % 4 != 3 for i, q in enumerate(v)} for b, v in ids.items()})
+    _strategies(root / "eval/base/strategies", str(tiny_checkpoint), ids, 3, 5)
+    _strategies(root / "eval/aligned/strategies", str(root / "align/stage2/final"), ids, 6, 9)
+
+    lm = HFCausalLM(tiny_model, tokenizer, batch_size=4)
+    summary, _ = flip_rates(lm, build_probes(load_split(BENCHMARKS["medqa"], "test")[:40]), progress=False)
+    write_json(root / "eval/aligned/bias/metrics.json", summary)
+
+    stages = []
+    for k, (before, after) in enumerate([([(-5.0, -4.0), (-3.0, -3.5), (-6.0, -6.2)], [(-4.0, -4.5), (-2.5, -3.6), (-5.0, -6.4)]),
+                                         ([(-8.0, -2.0), (-7.0, -3.0)], [(-6.0, -3.0), (-5.0, -4.0)])], 1):
+        m = {"stage": k, "start_model": "x", "train_pairs": 100 + k, "heldout_pairs": len(before), "beta": 0.1,
+             "loss_type": "sigmoid", "heldout_before": preference_metrics(before),
+             "heldout_after": preference_metrics(after, before, 0.1), "steps": 30, "train_loss": 0.6931 - 0.1 * k}
+        write_json(root / f"align/stage{k}/metrics.json", m)
+        stages.append(m)
+    (root / "align/stage2/final").mkdir(parents=True)
+    write_json(root / "align/stage2/final/config.json", {"model_type": "llama"})
+    write_json(root / "align/metrics.json", {"stages": stages, "refusal": {
+        "before": {"prompts": 60, "refused": 12, "refusal_rate": 12 / 60},
+        "after": {"prompts": 60, "refused": 45, "refusal_rate": 45 / 60}}})
+
+    server = ScriptedOpenAIServer(_target_reply)
+    try:
+        prompts = sample_per_source(load_prompts(), 18, seed=0)
+        styles = select_styles(load_styles(), STYLES)
+        for label in ("base", "aligned"):
+            target = get_generator(server.spec(label), cache_dir=str(root / "cache"))
+            run_redteam(prompts, styles, target, RefusalJudge(), root / "safety" / label, GenParams(max_new_tokens=32),
+                        seen_styles=[s for s in STYLES if s not in UNSEEN])
+    finally:
+        server.close()
+    return root

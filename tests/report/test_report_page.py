@@ -1,0 +1,247 @@
+"""The report, model card and risk card on a run directory written by the stages' own writers."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from report_fixture import EVIL_MODEL, UNSEEN
+
+from aloe.cli import main
+from aloe.io import iter_jsonl, read_json
+from aloe.report import render_all, render_report, write_model_card, write_risk_card
+
+
+class Cells(HTMLParser):
+    """Text of every element with a data-key, and every id'd section's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, str] = {}
+        self.sections: dict[str, str] = {}
+        self.links: list[str] = []
+        self._open: list[tuple[str, str | None, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"] or "")
+        if tag in ("td", "span", "section"):
+            self._open.append((tag, a.get("data-key"), a.get("id")))
+            if a.get("data-key"):
+                self.cells[a["data-key"] or ""] = ""
+            if tag == "section" and a.get("id"):
+                self.sections[a["id"] or ""] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "span", "section") and self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for _, key, sid in self._open:
+            if key:
+                self.cells[key] += data
+            if sid:
+                self.sections[sid] += data
+
+
+def parse(path: Path) -> Cells:
+    p = Cells()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def page_text(run: Path) -> str:
+    return (run / "report" / "index.html").read_text(encoding="utf-8")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def ci(c: list[float]) -> str:
+    return f"{pct(c[0])}–{pct(c[1])}"
+
+
+@pytest.fixture(scope="module")
+def page(run_dir):
+    return render_all(run_dir)
+
+
+def test_every_benchmark_number_is_in_its_cell(run_dir, page):
+    cells = parse(page["report"]).cells
+    for label in ("base", "sft", "aligned"):
+        m = read_json(run_dir / f"eval/{label}/zero-shot/metrics.json")
+        for bench, b in m["benchmarks"].items():
+            key = f"{label}|zero-shot|{bench}"
+            assert cells[f"zero-shot|{bench}|n"] == str(b["n"])
+            assert cells[f"{key}|accuracy"] == pct(b["accuracy"])
+            assert cells[f"{key}|accuracy_ci95"] == ci(b["ci95"])
+            if label != "base":
+                base = read_json(run_dir / "eval/base/zero-shot/metrics.json")["benchmarks"][bench]
+                assert cells[f"{key}|delta_base"] == f"{100 * (b['accuracy'] - base['accuracy']):+.1f}"
+                # paired bootstrap over the same questions: an interval, not a dash
+                assert re.fullmatch(r"[+-]\d+\.\d to [+-]\d+\.\d", cells[f"{key}|delta_base_ci95"])
+        assert cells[f"{label}|zero-shot|macro average|accuracy"] == pct(m["macro_accuracy"])
+    for label in ("base", "aligned"):
+        s = read_json(run_dir / f"eval/{label}/strategies/metrics.json")
+        for bench, per in s["benchmarks"].items():
+            for strat, m in per.items():
+                key = f"{label}|strategies:{strat}|{bench}"
+                assert cells[f"{key}|accuracy"] == pct(m["accuracy"])
+                assert cells[f"{key}|accuracy_ci95"] == ci(m["ci95"])
+                if strat == "medprompt":
+                    assert cells[f"{key}|delta_zero_shot"] == f"{100 * m['delta']:+.1f}"
+                    lo, hi = m["delta_ci95"]
+                    assert cells[f"{key}|delta_zero_shot_ci95"] == f"{100 * lo:+.1f} to {100 * hi:+.1f}"
+        for strat, acc in s["macro"].items():
+            assert cells[f"{label}|strategies:{strat}|macro average|accuracy"] == pct(acc)
+
+
+def test_alignment_safety_bias_and_data_numbers(run_dir, page):
+    cells = parse(page["report"]).cells
+    al = read_json(run_dir / "align/metrics.json")
+    for k, st in enumerate(al["stages"], 1):
+        assert cells[f"dpo|{k}|pref_acc_before"] == pct(st["heldout_before"]["preference_accuracy"])
+        assert cells[f"dpo|{k}|pref_acc_after"] == pct(st["heldout_after"]["preference_accuracy"])
+        assert cells[f"dpo|{k}|reward_margin"] == f"{st['heldout_after']['reward_margin']:.4f}"
+    assert cells["refusal|before|rate"] == "20.0" and cells["refusal|after|rate"] == "75.0"
+    for label in ("base", "aligned"):
+        m = read_json(run_dir / f"safety/{label}/metrics.json")
+        assert cells[f"asr|{label}|overall|n"] == str(m["overall"]["n"])
+        assert cells[f"asr|{label}|overall|asr"] == pct(m["overall"]["asr"])
+        assert cells[f"asr|{label}|overall|ci95"] == ci(m["overall"]["ci95"])
+        for style, c in m["by_style"].items():
+            assert cells[f"asr|{label}|style|{style}"] == f"{pct(c['asr'])} ({ci(c['ci95'])})"
+        for src, c in m["by_source"].items():
+            assert cells[f"asr|{label}|source|{src}"] == f"{pct(c['asr'])} ({ci(c['ci95'])})"
+    # the fixture's aligned target refuses most seen styles: the figures show it
+    assert read_json(run_dir / "safety/aligned/metrics.json")["overall"]["asr"] < 1.0
+    bias = read_json(run_dir / "eval/aligned/bias/metrics.json")
+    probed = {a: m for a, m in bias.items() if m.get("n")}
+    assert probed
+    for attr, m in probed.items():
+        assert cells[f"bias|aligned|{attr}|flip_rate"] == pct(m["flip_rate"])
+    card = read_json(run_dir / "curate/data_card.json")
+    for src, s in card["sources"].items():
+        assert cells[f"source|{src}|loaded"] == str(s["loaded"])
+        assert cells[f"source|{src}|final"] == str(card["by_source"].get(src, 0))
+    assert cells["mix|medical|taken"] == str(card["mix"]["groups"]["medical"]["taken"])
+    assert cells["stage|align|seconds"] == "300.7" and cells["stage|eval_merged|status"] == "failed"
+
+
+def test_header_links_and_self_contained(run_dir, page):
+    text = page["report"].read_text()
+    p = parse(page["report"])
+    assert "3120 MiB" in text and "14.5 min" in text and "abc1234 (dirty)" in text
+    assert "transformers 5.23.0" in text
+    # every link is relative and resolves inside the run; nothing is fetched from elsewhere
+    for href in p.links:
+        if href.startswith("#"):
+            continue
+        assert not re.match(r"[a-z]+:", href), href
+        assert (page["report"].parent / href).resolve().is_file(), href
+    for rel in ("eval/base/zero-shot/medqa/predictions.jsonl", "eval/aligned/strategies/pubmedqa/medprompt.jsonl",
+                "safety/aligned/results.jsonl", "curate/data_card.md"):
+        assert f"../{rel}" in p.links
+    assert not re.search(r"<(script|link|img|iframe)\b", text, re.IGNORECASE)
+    assert "src=" not in text and "@import" not in text and "url(" not in text
+    assert text.count("<svg") >= 3  # stage times, accuracy, ASR per style
+    assert "(unseen)" in text and all(f"{s} (unseen)" in text for s in UNSEEN)
+
+
+def test_escaping_and_no_harmful_text(run_dir, page):
+    text = page["report"].read_text()
+    assert "<script" not in text.lower()
+    assert html.escape(EVIL_MODEL) in text  # shown, as text
+    assert html.escape('demo <b>"run"</b>') in text and "<b>\"run\"</b>" not in text
+    rows = [r for _, r in iter_jsonl(run_dir / "safety/base/results.jsonl")]
+    rows += [r for _, r in iter_jsonl(run_dir / "safety/aligned/results.jsonl")]
+    assert rows
+    for r in rows:
+        for harmful in [r["request"], r["response"]] + [m["content"] for m in r["messages"]]:
+            snippet = harmful.strip()[:60]
+            assert snippet not in text and html.escape(snippet) not in text, snippet
+    for extra in (page["risk_card"], page["model_card"]):
+        other = extra.read_text()
+        assert not any(r["request"].strip()[:60] in other for r in rows)
+
+
+def test_missing_sections_say_not_run(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(run_dir / "manifest.json", partial / "manifest.json")
+    shutil.copytree(run_dir / "eval" / "base", partial / "eval" / "base")
+    (partial / "align").mkdir()
+    (partial / "safety" / "base").mkdir(parents=True)
+    (partial / "safety" / "base" / "metrics.json").write_text("{truncated")  # a crash mid-write elsewhere
+    out = render_report(partial)
+    s = parse(out).sections
+    for sid in ("alignment", "safety", "bias", "data"):
+        assert "not run" in s[sid], sid
+    assert "not run: sft, merged, aligned" in s["benchmarks"]
+    assert "unreadable" in out.read_text()
+    risk = write_risk_card(partial).read_text()
+    assert "not measured in this run" in risk and "## Impersonating a healthcare professional" in risk
+    # a file of the wrong shape costs its section only
+    (partial / "eval" / "base" / "zero-shot" / "metrics.json").write_text('{"benchmarks": {"medqa": [1, 2]}}')
+    s = parse(render_all(partial)["report"]).sections
+    assert "not run: sft, merged, aligned" in s["benchmarks"] and "eval_merged" in s["pipeline"]
+    assert html.escape("entries ['medqa'] are not mappings") in page_text(partial)
+    # an empty run directory renders too
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    s = parse(render_report(empty)).sections
+    assert all("not run" in s[sid] for sid in ("pipeline", "benchmarks", "alignment", "safety", "data", "files"))
+
+
+def test_risk_card_has_measured_figures(run_dir, page):
+    risk = page["risk_card"].read_text()
+    for name in ("Impersonating a healthcare professional", "Unsupervised clinical decision making",
+                 "Access to dangerous information", "Misinformation and hallucination", "Bias"):
+        assert f"## {name}" in risk
+    for label in ("base", "aligned"):
+        m = read_json(run_dir / f"safety/{label}/metrics.json")
+        phys = m["by_style"]["licensed_physician"]
+        assert f"ASR, licensed_physician style — {label}: {pct(phys['asr'])} % (95% CI {ci(phys['ci95'])}" in risk
+    assert "refusal rate on held-out harmful prompts 20.0 % before alignment, 75.0 % after" in risk
+    assert "answer flip rate" in risk
+    html_text = page["report"].read_text()
+    assert "Impersonating a healthcare professional" in html_text and "risk_card.md" in html_text
+
+
+def test_model_card_front_matter_and_tables(run_dir, page, tmp_path):
+    card = page["model_card"]
+    assert card == run_dir / "align/stage2/final/README.md"
+    text = card.read_text()
+    meta = yaml.safe_load(text.split("---")[1])
+    assert meta["license"] == "apache-2.0"  # SmolLM2, the recipe's base model
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert {"medical", "aloe", "dpo"} <= set(meta["tags"])
+    assert meta["datasets"] == ["medquad", "planted", "hh"]
+    final = read_json(run_dir / "eval/aligned/zero-shot/metrics.json")["benchmarks"]
+    results = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in meta["model-index"][0]["results"]}
+    assert results == {b: round(100 * m["accuracy"], 2) for b, m in final.items()}
+    for m in final.values():
+        assert f"{pct(m['accuracy'])} ({ci(m['ci95'])})" in text
+    for heading in ("## Intended use", "## Out-of-scope use", "## Limitations and risks", "## How to load", "## Safety"):
+        assert heading in text
+    assert "AutoModelForCausalLM.from_pretrained" in text
+    # a model folder elsewhere, with an unknown base model: licence "other"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "recipe.yaml").write_text("sft:\n  model: /nowhere/my-model\n")
+    assert yaml.safe_load(write_model_card(other, other).read_text().split("---")[1])["license"] == "other"
+
+
+def test_cli_prints_the_paths(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    for path in (run_dir / "report/index.html", run_dir / "report/risk_card.md", run_dir / "align/stage2/final/README.md"):
+        assert str(path) in out
+    assert main(["report", str(run_dir / "nope")]) == 2
