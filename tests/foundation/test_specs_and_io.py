@@ -69,3 +69,27 @@ def test_jsonl_gz_roundtrip_and_errors(tmp_path):
     q.write_text('{"a": 1}\n\n[1, 2]\n')
     with pytest.raises(RecordError, match=r"bad\.jsonl:3: expected a JSON object"):
         list(iter_jsonl(q))
+
+
+def test_completion_cache_keys_change_when_weights_are_retrained_in_place(tiny_model, smollm_tokenizer, tmp_path):
+    """A model retrained into the same folder must not be served its predecessor's cached answers."""
+    import torch
+
+    from aloe.models.generator import GenParams, get_generator
+
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    smollm_tokenizer.save_pretrained(folder)
+    conv = [[{"role": "user", "content": "What is anaemia?"}]]
+    params = GenParams(max_new_tokens=4)
+    first = get_generator(str(folder), cache_dir=str(tmp_path / "cache"))
+    first.chat(conv, params)
+    again = get_generator(str(folder), cache_dir=str(tmp_path / "cache"))
+    again.chat(conv, params)
+    assert (again.hits, again.misses) == (1, 0)
+    with torch.no_grad():
+        retrained = type(tiny_model)(tiny_model.config)
+    retrained.save_pretrained(folder)  # same path, new weights
+    after = get_generator(str(folder), cache_dir=str(tmp_path / "cache"))
+    after.chat(conv, params)
+    assert (after.hits, after.misses) == (0, 1)

@@ -20,6 +20,7 @@ from aloe.evaluate.benchmarks import Benchmark, load_split
 from aloe.evaluate.mcqa import MCQASettings, score_generate, score_loglik
 from aloe.evaluate.metrics import macro_average, markdown_table, summarize
 from aloe.io import read_json, write_json, write_jsonl, write_text
+from aloe.models.loading import weights_fingerprint
 from aloe.models.spec import parse_model_spec
 from aloe.records import MCQ
 
@@ -39,17 +40,6 @@ class EvalRequest:
     dtype: str = "float32"
     progress: bool = True
     holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
-
-
-def weights_fingerprint(spec: str) -> str:
-    """Model spec plus, for local weights, the safetensors files' sizes and times."""
-    s = parse_model_spec(spec)
-    if s.kind in ("local", "embedded"):
-        from aloe.models.loading import resolve_weights
-
-        files = sorted(Path(resolve_weights(s)).glob("*.safetensors"))
-        return str(s) + "|" + "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
-    return str(s)
 
 
 def _questions_fingerprint(qs: Sequence[MCQ]) -> str:
@@ -83,7 +73,8 @@ class ModelHolder:
             if parse_model_spec(self.model).kind in ("openai", "vllm"):
                 self._gen = get_generator(self.model, cache_dir=str(cache_dir))
             else:
-                self._gen = CachedGenerator(HFGenerator(self.lm, self.model), cache_dir)
+                self._gen = CachedGenerator(HFGenerator(self.lm, self.model), cache_dir,
+                                            identity=weights_fingerprint(self.model))
         return self._gen
 
 

@@ -84,7 +84,7 @@ class _LazyGenerator:
             elif isinstance(self.req.generator, CachedGenerator):
                 self._gen = self.req.generator
             else:
-                self._gen = CachedGenerator(self.req.generator, cache_dir)
+                self._gen = CachedGenerator(self.req.generator, cache_dir, identity=weights_fingerprint(self.req.model))
         return self._gen
 
 

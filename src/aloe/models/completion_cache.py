@@ -54,14 +54,17 @@ class CompletionCache:
 class CachedGenerator:
     """Answers what the cache holds and asks the wrapped generator only for the rest."""
 
-    def __init__(self, inner: Generator, cache_dir: str | Path):
+    def __init__(self, inner: Generator, cache_dir: str | Path, identity: str | None = None):
+        # Keys use `identity` (e.g. the weights' fingerprint) when given: a name or a path alone would
+        # let a model retrained into the same folder reuse its predecessor's answers.
         self.inner, self.name = inner, inner.name
+        self.identity = identity or inner.name
         self.cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
         self.hits = self.misses = 0
 
     def chat(self, conversations: Sequence[Messages], params: GenParams,
              on_done: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
-        keys = [completion_key(self.name, list(c), params) for c in conversations]
+        keys = [completion_key(self.identity, list(c), params) for c in conversations]
         known = self.cache.get_many(keys)
         out = [known.get(k) for k in keys]
         todo = [i for i, t in enumerate(out) if t is None]

@@ -67,6 +67,7 @@ def get_generator(spec: str, cache_dir: str | None = None, **kwargs: Any) -> Gen
         gen = HFGenerator(HFCausalLM.from_spec(s, **kwargs), str(s))
     if cache_dir is not None:
         from aloe.models.completion_cache import CachedGenerator
+        from aloe.models.loading import weights_fingerprint
 
-        gen = CachedGenerator(gen, cache_dir)
+        gen = CachedGenerator(gen, cache_dir, identity=weights_fingerprint(s))
     return gen

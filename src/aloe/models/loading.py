@@ -13,6 +13,16 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
            "float16": "float16", "fp16": "float16"}
 
 
+def weights_fingerprint(spec: str | ModelSpec) -> str:
+    """The spec plus, for local weights, the safetensors files' sizes and modification times (ns), so
+    a model retrained into the same folder is a different model to every cache and result key."""
+    s = parse_model_spec(spec)
+    if s.kind in ("local", "embedded"):
+        files = sorted(Path(resolve_weights(s)).glob("*.safetensors"))
+        return str(s) + "|" + "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return str(s)
+
+
 def resolve_weights(spec: str | ModelSpec) -> str:
     """A local folder or a hub id that `from_pretrained` accepts."""
     s = parse_model_spec(spec)

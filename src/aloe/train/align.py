@@ -15,6 +15,8 @@ Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted
 
 from __future__ import annotations
 
+import gc
+
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,7 @@ def run_align(s: AlignSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"stages": []}
     for k, st in enumerate(s.stages, 1):
         out["stages"].append(run_stage(k, st, s, current))
+        gc.collect()  # the finished stage's trainer holds reference cycles; free it before the next loads
         current = str(Path(s.output_dir) / f"stage{k}" / "final")
     if s.refusal_eval:
         path = Path(s.output_dir) / "refusal_eval.json"
