@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from html.parser import HTMLParser
@@ -245,3 +246,21 @@ def test_cli_prints_the_paths(run_dir, capsys):
     for path in (run_dir / "report/index.html", run_dir / "report/risk_card.md", run_dir / "align/stage2/final/README.md"):
         assert str(path) in out
     assert main(["report", str(run_dir / "nope")]) == 2
+
+
+def test_page_rendered_by_the_runs_own_report_stage(run_dir, tmp_path):
+    """The runner renders the page inside its last stage: that row says so, not 'running'."""
+    live = tmp_path / "live"
+    shutil.copytree(run_dir, live)
+    m = read_json(live / "manifest.json")
+    m.pop("finished", None)
+    for s in m["stages"]:
+        s["status"] = "running" if s["name"] == "report" else "done"
+    if not any(s["name"] == "report" for s in m["stages"]):
+        m["stages"].append({"name": "report", "status": "running"})
+    (live / "manifest.json").write_text(json.dumps(m))
+    text = render_report(live).read_text()
+    assert "this page" in text and "unfinished" not in text
+    m["stages"][0]["status"] = "failed"
+    (live / "manifest.json").write_text(json.dumps(m))
+    assert "unfinished" in render_report(live).read_text()

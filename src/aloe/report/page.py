@@ -67,6 +67,13 @@ def _stage_note(run: Run, stage: str) -> Markup:
     return Markup("")
 
 
+def _rendering_now(m: dict[str, Any] | None) -> bool:
+    """True when the run's own `report` stage renders this page: every other stage is finished."""
+    stages = [s for s in (m or {}).get("stages", []) if isinstance(s, dict)]
+    return any(s.get("name") == "report" and s.get("status") == "running" for s in stages) and all(
+        s.get("status") in ("done", "skipped") for s in stages if s.get("name") != "report")
+
+
 def header(run: Run) -> Markup:
     m = run.manifest
     name = (m or {}).get("name") or run.root.name
@@ -77,7 +84,8 @@ def header(run: Run) -> Markup:
     total = run.total_seconds()
     facts = [("recipe", m.get("recipe")), ("git revision", m.get("git_revision")), ("versions", versions),
              ("host", f"{host.get('cpu_count', '?')} CPUs, GPU: {host.get('gpu') or 'none'}"),
-             ("started", m.get("started")), ("finished", m.get("finished") or "unfinished"),
+             ("started", m.get("started")), ("finished", m.get("finished") or ("all stages done; this page is the last"
+                                                                 if _rendering_now(m) else "unfinished")),
              ("total time", f"{total / 60:.1f} min ({total:.0f} s)" if total is not None else "—"),
              ("peak memory", f"{m['peak_rss_mib']} MiB ({m['peak_rss_mib'] / 1024:.2f} GiB)"
               if isinstance(m.get("peak_rss_mib"), (int, float)) else "—")]
@@ -93,6 +101,8 @@ def pipeline(run: Run) -> Markup:
     for s in stages:
         summary = ", ".join(f"{k} {v}" for k, v in (s.get("summary") or {}).items())
         status = str(s.get("status"))
+        if s.get("name") == "report" and _rendering_now(run.manifest):
+            status = "this page"
         rows.append([s.get("name"), Cell(status, f"stage|{s.get('name')}|status", f"status-{status}"),
                      Cell(num(s.get("seconds"), 1), f"stage|{s.get('name')}|seconds"), summary])
     bars = [(str(s.get("name")), float(s["seconds"]), str(s.get("status")))
