@@ -85,11 +85,11 @@ class RedteamSection(_Strict):
 
 
 # Fields of a stage's own settings that the runner wires from earlier stages: ignored in a recipe.
+# (merge: base_model and models[0].model, set in `merge_config`.)
 WIRED: dict[str, set[str]] = {
     "sft": {"model", "data", "eval_data", "output_dir"},
     "preferences": {"output", "model", "cache_dir", "safety_data_dir"},
     "align": {"model", "output_dir", "refusal_eval"},
-    "merge": {"base_model"},  # and models[0].model, the SFT model
 }
 PLACEHOLDER = "<wired by the runner>"
 

@@ -18,8 +18,6 @@ from aloe.recipe.runner import StageSpec
 from aloe.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
-LABEL_STAGE = {"sft": "sft", "merged": "merge", "aligned": "align"}
-PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclass
@@ -28,6 +26,7 @@ class Context:
     run_dir: Path
     data_dir: Path | None = None
     _holders: dict[str, Any] = field(default_factory=dict)
+    redteam: Any = None  # RedteamSetup, once read
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -155,6 +154,13 @@ class RedteamSetup:
 
 
 def redteam_setup(ctx: Context) -> RedteamSetup:
+    """The prompt and style split, read once per run (the pairs and every safety stage share it)."""
+    if ctx.redteam is None:
+        ctx.redteam = _read_redteam(ctx)
+    return ctx.redteam
+
+
+def _read_redteam(ctx: Context) -> RedteamSetup:
     from aloe.redteam.prompts import load_prompts, split_prompts
     from aloe.redteam.styles import load_styles, split_styles
 
