@@ -138,8 +138,10 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
     write_json(root / "eval/aligned/bias/metrics.json", summary)
 
     stages = []
-    for k, (before, after) in enumerate([([(-5.0, -4.0), (-3.0, -3.5), (-6.0, -6.2)], [(-4.0, -4.5), (-2.5, -3.6), (-5.0, -6.4)]),
-                                         ([(-8.0, -2.0), (-7.0, -3.0)], [(-6.0, -3.0), (-5.0, -4.0)])], 1):
+    # (log p chosen, log p rejected, chosen tokens, rejected tokens) per held-out pair
+    for k, (before, after) in enumerate([([(-5.0, -4.0, 5, 4), (-3.0, -3.5, 3, 3), (-6.0, -6.2, 6, 6)],
+                                          [(-4.0, -4.5, 5, 4), (-2.5, -3.6, 3, 3), (-5.0, -6.4, 6, 6)]),
+                                         ([(-8.0, -2.0, 8, 2), (-7.0, -3.0, 7, 3)], [(-6.0, -3.0, 8, 2), (-5.0, -4.0, 7, 3)])], 1):
         m = {"stage": k, "start_model": "x", "train_pairs": 100 + k, "heldout_pairs": len(before), "beta": 0.1,
              "loss_type": "sigmoid", "heldout_before": preference_metrics(before),
              "heldout_after": preference_metrics(after, before, 0.1), "steps": 30, "train_loss": 0.6931 - 0.1 * k}

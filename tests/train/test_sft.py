@@ -99,3 +99,16 @@ def test_killed_sft_run_resumes_from_its_last_checkpoint(tiny_ckpt, conversation
     assert metrics["resumed_from"] and Path(metrics["resumed_from"]).name.startswith("checkpoint-")
     assert int(Path(metrics["resumed_from"]).name.split("-")[1]) >= 2
     assert metrics["steps"] == 12 and (out / "final" / "model.safetensors").is_file()
+
+
+def test_max_eval_examples_takes_a_seeded_sample_of_the_held_out_conversations(conversations_file, tmp_path):
+    from aloe.train.sft import build_datasets
+
+    s = SFTSettings(data=str(conversations_file), output_dir=str(tmp_path), eval_fraction=0.5)
+    _, full = build_datasets(s)
+    assert len(full) == 20
+    capped = s.model_copy(update={"max_eval_examples": 5})
+    train, held = build_datasets(capped)
+    assert len(held) == 5 and len(train) == 20  # only the evaluation shrinks
+    assert [r["completion"] for r in held] == [r["completion"] for r in build_datasets(capped)[1]]
+    assert {str(r["completion"]) for r in held} <= {str(r["completion"]) for r in full}

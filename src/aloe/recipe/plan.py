@@ -12,10 +12,10 @@ from aloe.recipe.schema import Recipe
 from aloe.recipe.stages import Context
 
 # Rough throughputs used for the time estimate, for a ~135M-parameter model on this 2-core CPU
-# (../shared/NOTES.md; training: TRL packed SFT measured in the demo run) and for an 8B model on one H100 (vLLM generation and
+# (../shared/NOTES.md; training: TRL packed SFT and DPO pairs of ~250-400 tokens, measured in the demo run) and for an 8B model on one H100 (vLLM generation and
 # bf16 ZeRO-3 training, published ballpark figures). Other sizes scale inversely with parameters.
 RATES = {
-    "cpu": {"params": 135e6, "gen_tok_s": 150.0, "train_tok_s": 115.0, "score_q_s": 8.0, "dpo_pair_s": 0.9},
+    "cpu": {"params": 135e6, "gen_tok_s": 150.0, "train_tok_s": 115.0, "score_q_s": 8.0, "dpo_pair_s": 0.4},
     "gpu": {"params": 8e9, "gen_tok_s": 2500.0, "train_tok_s": 3000.0, "score_q_s": 40.0, "dpo_pair_s": 3.0},
 }
 SIZE_HINTS = (("70b", 70e9), ("8b", 8e9), ("7b", 7e9), ("3b", 3e9), ("1.7b", 1.7e9), ("1b", 1e9),

@@ -251,8 +251,10 @@ def run_align(ctx: Context) -> dict[str, Any]:
             h = st.get(f"heldout_{when}")
             if h:
                 out[f"stage{k}_pref_acc_{when}"] = round(h["preference_accuracy"], 3)
-        if st.get("heldout_after", {}).get("reward_margin") is not None:
-            out[f"stage{k}_reward_margin"] = round(st["heldout_after"]["reward_margin"], 4)
+        after = st.get("heldout_after") or {}
+        if after.get("reward_margin") is not None:
+            out[f"stage{k}_reward_margin"] = round(after["reward_margin"], 4)
+            out[f"stage{k}_reward_acc"] = round(after["reward_accuracy"], 3)
     return out
 
 

@@ -208,8 +208,13 @@ def alignment(run: Run) -> Markup:
                          Cell(pct(a.get("reward_accuracy")), f"dpo|{k}|reward_accuracy"),
                          st.get("steps"), num(st.get("train_loss"))])
         parts.append(tag("h3", "DPO stages (held-out pairs)") + table(
-            ["stage", "train pairs", "held-out pairs", "pref. acc. before %", "after %", "log-p margin before",
-             "after", "reward margin", "reward acc. %", "steps", "train loss"], rows))
+            ["stage", "train pairs", "held-out pairs", "ranking acc. before %", "after %", "log-p margin before",
+             "after", "reward margin", "reward acc. %", "steps", "train loss"], rows)
+            + tag("p", "Reward accuracy and margin: DPO's implicit reward, β·(log-ratio to the stage's starting "
+                       "model), ranks the chosen response above the rejected one (TRL's rewards/accuracies; "
+                       "all ties before training). Ranking accuracy: the policy itself gives the chosen response "
+                       "the higher log-probability; DPO seldom flips it (Chen et al. 2024, \"Preference "
+                       "learning algorithms do not learn preference rankings\")."))
     else:
         parts.append(tag("h3", "DPO stages") + not_run("no align/metrics.json"))
     refusal = (run.align or {}).get("refusal") or {}

@@ -4,8 +4,11 @@ stage 2 (red-team pairs from `aloe redteam pairs`), each starting from the previ
 Per stage: pairs whose source starts with one of `exclude_sources` are left out (kept for
 evaluation); a seeded fraction of the rest is held out. On the held-out pairs, before and after
 training, the stage reports preference accuracy (the model gives the chosen response a higher
-log-probability than the rejected one), the mean log-probability margin, and the DPO reward margin
+log-probability than the rejected one; also per token, which does not favour the shorter response),
+the mean log-probability margin, and the DPO reward margin and reward accuracy,
 beta * (margin_after - margin_before) against the stage's starting model, which is DPO's reference.
+DPO moves the reward margin much more readily than the policy's own ranking of the two responses
+(Chen et al. 2024, "Preference learning algorithms do not learn preference rankings"), so all are shown.
 With `refusal_eval`, the refusal rate of the starting model and the final model on held-out harmful
 prompts is measured by the same judge (`aloe.redteam.judges.RefusalJudge`).
 
@@ -16,7 +19,7 @@ Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted
 from __future__ import annotations
 
 import gc
-
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,13 @@ from aloe.train.common import (
 )
 from aloe.train.config import AlignSettings, AlignStage
 from aloe.train.data import load_preferences, split_holdout, to_dpo_row
+from aloe.train.trl_cpu import cpu_lm_head
 
 
-def response_logprobs(model: Any, tokenizer: Any, pairs: list[Preference], batch_size: int = 8) -> list[tuple[float, float]]:
-    """(log p(chosen | prompt), log p(rejected | prompt)) per pair, each response ending with the
-    chat template's end of turn."""
+def response_logprobs(model: Any, tokenizer: Any, pairs: list[Preference],
+                      batch_size: int = 8) -> list[tuple[float, float, int, int]]:
+    """(log p(chosen | prompt), log p(rejected | prompt), chosen tokens, rejected tokens) per pair,
+    each response ending with the chat template's end of turn."""
     from aloe.models.hf import HFCausalLM
 
     def split(prompt: list[dict[str, str]], response: str) -> tuple[str, str]:
@@ -44,19 +49,63 @@ def response_logprobs(model: Any, tokenizer: Any, pairs: list[Preference], batch
     lm = HFCausalLM(model.eval(), tokenizer, batch_size=batch_size)
     reqs = [split(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
     scores = [lp for lp, _ in lm.loglikelihood(reqs, desc="preference log-probs")]
-    return [(scores[2 * i], scores[2 * i + 1]) for i in range(len(pairs))]
+    sizes = [len(tokenizer(cont, add_special_tokens=False)["input_ids"]) for _, cont in reqs]
+    return [(scores[2 * i], scores[2 * i + 1], sizes[2 * i], sizes[2 * i + 1]) for i in range(len(pairs))]
 
 
-def preference_metrics(logps: list[tuple[float, float]], ref: list[tuple[float, float]] | None = None,
-                       beta: float = 0.1) -> dict[str, float]:
-    margins = [c - r for c, r in logps]
-    out = {"pairs": len(margins), "preference_accuracy": sum(m > 0 for m in margins) / max(1, len(margins)),
-           "logp_margin": sum(margins) / max(1, len(margins))}
+def preference_metrics(logps: list[tuple[float, float, int, int]],
+                       ref: list[tuple[float, float, int, int]] | None = None, beta: float = 0.1) -> dict[str, float]:
+    n = max(1, len(logps))
+    margins = [c - r for c, r, _, _ in logps]
+    out = {"pairs": len(margins), "preference_accuracy": sum(m > 0 for m in margins) / n,
+           "preference_accuracy_per_token": sum(c / nc > r / nr for c, r, nc, nr in logps) / n,
+           "logp_margin": sum(margins) / n}
     if ref is not None:
-        rewards = [beta * (m - (c - r)) for m, (c, r) in zip(margins, ref, strict=True)]
-        out["reward_margin"] = sum(rewards) / max(1, len(rewards))
-        out["reward_accuracy"] = sum(x > 0 for x in rewards) / max(1, len(rewards))
+        rewards = [beta * (m - (x[0] - x[1])) for m, x in zip(margins, ref, strict=True)]
+        out["reward_margin"] = sum(rewards) / n
+        out["reward_accuracy"] = sum(x > 0 for x in rewards) / n
     return out
+
+
+def fit_prompt(prompt: list[dict[str, str]], tokenizer: Any, max_tokens: int) -> list[dict[str, str]]:
+    """The prompt, with the middle of its longest user turn cut out (marked […]) until the rendered
+    prompt has at most `max_tokens` tokens. Jailbreak templates put their framing at the start and the
+    request at the end, so a third of the kept tokens come from the head and two thirds from the tail."""
+    def size(msgs: list[dict[str, str]]) -> int:
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    msgs = [dict(m) for m in prompt]
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    for _ in range(4):  # decoding and re-encoding a cut can merge tokens at the seam: retry on the rest
+        excess = size(msgs) - max_tokens
+        if excess <= 0 or not users:
+            return msgs
+        longest = max(users, key=lambda i: len(msgs[i]["content"]))
+        ids = tokenizer(msgs[longest]["content"], add_special_tokens=False)["input_ids"]
+        keep = len(ids) - excess - 4  # the marker's tokens
+        if keep < 8:
+            break
+        head = keep // 3
+        msgs[longest]["content"] = (tokenizer.decode(ids[:head]) + " […] "
+                                    + tokenizer.decode(ids[len(ids) - (keep - head):]))
+    return msgs
+
+
+def length_grouped(pairs: list[Preference], tokenizer: Any, batch: int, seed: int) -> list[Preference]:
+    """The pairs ordered for sequential sampling: consecutive runs of `batch` pairs of similar length
+    (prompt plus the longer response), the runs in a seeded random order."""
+    import random
+
+    def size(p: Preference) -> int:
+        text = tokenizer.apply_chat_template(
+            [*p.prompt, {"role": "assistant", "content": max(p.chosen, p.rejected, key=len)}], tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ranked = sorted(pairs, key=size)
+    runs = [ranked[i:i + batch] for i in range(0, len(ranked), batch)]
+    random.Random(seed).shuffle(runs)
+    return [p for run in runs for p in run]
 
 
 def refusal_rate(model_dir: str, prompts_path: str, n: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
@@ -102,16 +151,26 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
     if held:
         if before_path.is_file():  # a resumed run must not re-measure a partly trained model
             ref = [tuple(x) for x in read_json(before_path)]
+            if any(len(x) != 4 for x in ref):
+                raise ValueError(f"{before_path}: written by an older aloe (no token counts); remove "
+                                 f"{stage_dir} to rerun this stage")
         else:
             ref = response_logprobs(model, tokenizer, held, s.batch_size)
             write_json(before_path, ref)
         metrics["heldout_before"] = preference_metrics(ref)
+    if s.max_prompt_length:
+        train = [replace(p, prompt=fit_prompt(p.prompt, tokenizer, s.max_prompt_length)) for p in train]
+    sampling = "random"
+    if s.group_by_length:
+        train, sampling = length_grouped(train, tokenizer, s.batch_size, s.seed), "sequential"
     cfg = DPOConfig(**trainer_args(stage_settings, beta=st.beta, loss_type=[st.loss_type],
-                                   precompute_ref_log_probs=s.precompute_ref_log_probs))
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]), processing_class=tokenizer,
-                         peft_config=peft_config(stage_settings))
+                                   precompute_ref_log_probs=s.precompute_ref_log_probs,
+                                   train_sampling_strategy=sampling))
     resume = last_checkpoint(stage_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with cpu_lm_head(model.device):
+        trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]),
+                             processing_class=tokenizer, peft_config=peft_config(stage_settings))
+        result = trainer.train(resume_from_checkpoint=resume)
     metrics.update({"resumed_from": resume, "steps": result.global_step, "train_loss": result.training_loss,
                     "train_runtime_s": result.metrics.get("train_runtime")})
     if held:

@@ -44,6 +44,7 @@ class SFTSettings(TrainCommon):
     data: str  # jsonl / jsonl.gz of Conversation records, a folder of them, or a `datasets` save_to_disk folder
     eval_data: str | None = None
     eval_fraction: float = 0.1  # held out from `data` when no eval_data is given
+    max_eval_examples: int | None = None  # a seeded sample of the held-out conversations, when there are more
     packing: bool = True
     # attention kernel; default with packing: aloe's `sdpa_varlen` (per-sample causal SDPA, any
     # device); `flash_attention_2` on GPUs with flash-attn installed
@@ -66,6 +67,12 @@ class AlignSettings(TrainCommon):
     stages: list[AlignStage]
     eval_fraction: float = 0.15  # of each stage's pairs, held out to measure preference accuracy and margin
     precompute_ref_log_probs: bool = False  # reference log-probs computed once, so no reference copy in memory
+    # prompts rendered longer than this (long jailbreak templates) lose the middle of their longest
+    # user turn, so the completion is never truncated away; null: no cap (then `max_length` cuts the end)
+    max_prompt_length: int | None = None
+    # batches of pairs of similar length, in a seeded random order: far less padding than random
+    # batches when prompt lengths vary by 30x (red-team styles), the same pairs per epoch
+    group_by_length: bool = True
     refusal_eval: str | None = None  # held-out harmful prompts (HarmfulPrompt jsonl) for the refusal rate
     refusal_eval_n: int = 60
     refusal_max_new_tokens: int = 64

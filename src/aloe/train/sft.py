@@ -38,6 +38,12 @@ def build_datasets(s: SFTSettings) -> tuple[Any, Any]:
         train, held = convs, load_conversations(s.eval_data)
     else:
         train, held = split_holdout(convs, s.eval_fraction, s.seed)
+    if s.max_eval_examples is not None and len(held) > s.max_eval_examples:
+        # the validation loss is computed before and after training: on a CPU, thousands of
+        # held-out conversations cost more than the training steps; a seeded subset keeps it comparable
+        import random
+
+        held = random.Random(s.seed).sample(held, s.max_eval_examples)
     def rows(cs: list[Any]) -> Any:
         return Dataset.from_list([to_prompt_completion(c, s.system_prompt) for c in cs])
 
