@@ -213,6 +213,8 @@ def _template_styles(root: Path) -> list[Style]:
         data = read_json(itw_path)
         if not isinstance(data, list):
             raise RecordError(itw_path, None, None, "expected a JSON list of template strings")
+        # The crawl holds the same template posted more than once; one style per distinct text.
+        seen: set[str] = set()
         for i, t in enumerate(data):
             if not isinstance(t, str):
                 raise RecordError(itw_path, i, None, f"expected a string, got {type(t).__name__}")
@@ -220,6 +222,9 @@ def _template_styles(root: Path) -> list[Style]:
                 continue
             # Name by content so the name survives a different selection of templates.
             tag = hashlib.sha256(t.encode()).hexdigest()[:8]
+            if tag in seen:
+                continue
+            seen.add(tag)
             styles.append(text_style(f"itw_{tag}", "in_the_wild", lambda p, t=t: t.replace(PLACEHOLDER, p)))
     return styles
 
