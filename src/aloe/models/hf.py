@@ -300,44 +300,58 @@ class _Decoder:
 
     def run(self, queue: list[_Row], finish: Callable[[list[_Row]], None]) -> None:
         queue.reverse()  # pop() from the end takes rows in order
-        rows: list[_Row] = []
-        cache: DynamicCache | None = None
-        mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
-        while queue or rows:
-            admitted: list[tuple[_Row, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        # Every row's KV lives in its slot of one preallocated store, written where the row ends:
+        # admitting or retiring a row copies nothing else (a stacked cache would be re-padded
+        # and copied whole at each change of the batch, as often as rows finish).
+        capacity = max((len(r.prompt) for r in queue), default=0) + self.p.max_new_tokens
+        slots: list[_Row | None] = [None] * self.slots
+        lens = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        store: list[tuple[torch.Tensor, torch.Tensor]] = []
+        while queue or any(slots):
             done: list[_Row] = []
-            while queue and len(rows) + len(admitted) < self.slots:
-                row = queue.pop()
-                kv, logits = self._prefill(row)
-                row.tokens.append(self._pick(logits, [row])[0])
-                if self._ended(row):
-                    done.append(row)
-                else:
-                    admitted.append((row, kv))
-            if admitted:
-                cache, mask = self._merge(cache, mask, [kv for _, kv in admitted])
-                rows += [r for r, _ in admitted]
+            for j in range(len(slots)):
+                while queue and slots[j] is None:
+                    row = queue.pop()
+                    kv, logits = self._prefill(row)
+                    row.tokens.append(self._pick(logits, [row])[0])
+                    if self._ended(row):
+                        done.append(row)
+                        continue
+                    if not store:
+                        store = [(k.new_zeros((len(slots), k.shape[1], capacity, k.shape[3])),
+                                  v.new_zeros((len(slots), v.shape[1], capacity, v.shape[3]))) for k, v in kv]
+                    for (sk, sv), (k, v) in zip(store, kv, strict=True):
+                        sk[j, :, :k.shape[2]], sv[j, :, :v.shape[2]] = k[0], v[0]
+                    slots[j], lens[j] = row, len(row.prompt)
             if done:
                 finish(done)
-            if not rows:
+            busy = [j for j, r in enumerate(slots) if r is not None]
+            if not busy:
                 continue
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            if not queue and 2 * len(busy) <= len(slots):  # the tail of the run: stop computing empty slots
+                idx = torch.tensor(busy, device=self.device)
+                store = [(k[idx], v[idx]) for k, v in store]
+                slots, lens = [slots[j] for j in busy], lens[idx]
+                busy = list(range(len(slots)))
+            width = int(lens.max()) + 1
+            mask = torch.arange(width, device=self.device)[None] <= lens[:, None]
+            cache = DynamicCache()
+            cache.layers = [_SlotLayer(k, v, lens, width) for k, v in store]
             out = self.model(
-                input_ids=torch.tensor([[r.tokens[-1]] for r in rows], device=self.device),
-                attention_mask=mask, position_ids=torch.tensor([[r.next_position] for r in rows], device=self.device),
+                input_ids=torch.tensor([[r.tokens[-1] if r else 0] for r in slots], device=self.device),
+                attention_mask=mask.long(), position_ids=lens[:, None].clone(),
                 past_key_values=cache, use_cache=True, logits_to_keep=1,
             )
-            for r, t in zip(rows, self._pick(out.logits[:, -1], rows), strict=True):
+            lens += 1
+            rows = [slots[j] for j in busy]
+            for r, t in zip(rows, self._pick(out.logits[busy, -1], rows), strict=True):
                 r.tokens.append(t)
-            ended = [i for i, r in enumerate(rows) if self._ended(r)]
+            ended = [j for j in busy if self._ended(slots[j])]
             if ended:
-                finish([rows[i] for i in ended])
-                keep = [i for i in range(len(rows)) if i not in set(ended)]
-                rows = [rows[i] for i in keep]
-                if rows:
-                    cache, mask = self._select(cache, mask, keep)
-                else:
-                    cache, mask = None, mask[:0, :0]
+                finish([slots[j] for j in ended])
+                for j in ended:
+                    slots[j] = None
+                lens[ended] = 0
 
     def _ended(self, r: _Row) -> bool:
         if r.tokens[-1] in self.eos or len(r.tokens) >= self.p.max_new_tokens:
@@ -371,42 +385,6 @@ class _Decoder:
             row.rng = torch.Generator(device=self.device).manual_seed(seed)
         return kv, out.logits[:, -1]
 
-    def _merge(self, cache: DynamicCache | None, mask: torch.Tensor,
-               new: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> tuple[DynamicCache, torch.Tensor]:
-        """Stack the running rows and the new ones, left-padding everyone to the longest."""
-        if cache is None and len(new) == 1:
-            k = new[0][0][0]
-            return self._cache(new[0]), torch.ones((1, k.shape[2]), dtype=torch.long, device=self.device)
-        parts = ([[(layer.keys, layer.values) for layer in cache.layers]] if cache is not None else []) + new
-        masks = ([mask] if cache is not None else []) + [
-            torch.ones((1, kv[0][0].shape[2]), dtype=torch.long, device=self.device) for kv in new]
-        width = max(m.shape[1] for m in masks)
-
-        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-            short = width - x.shape[dim]
-            if not short:
-                return x
-            shape = list(x.shape)
-            shape[dim] = short
-            return torch.cat([x.new_zeros(shape), x], dim=dim)
-
-        layers = [(torch.cat([pad(kv[i][0], 2) for kv in parts]), torch.cat([pad(kv[i][1], 2) for kv in parts]))
-                  for i in range(len(new[0]))]
-        return self._cache(layers), torch.cat([pad(m, 1) for m in masks])
-
-    def _select(self, cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
-        """The rows in `keep`, without the leading columns only padding uses any more."""
-        mask = mask[keep]
-        first = int(mask.any(0).int().argmax())
-        idx = torch.tensor(keep, device=self.device)
-        return (self._cache([(layer.keys[idx, :, first:], layer.values[idx, :, first:]) for layer in cache.layers]),
-                mask[:, first:])
-
-    def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-        cache = DynamicCache()
-        cache.layers = [_SlackLayer(k, v, self.p.max_new_tokens) for k, v in layers]
-        return cache
-
     def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
         if self.p.temperature <= 0:
             return logits.argmax(-1).tolist()
@@ -419,37 +397,24 @@ class _Decoder:
         return [int(torch.multinomial(probs[i], 1, generator=r.rng)) for i, r in enumerate(rows)]
 
 
-class _SlackLayer(DynamicLayer):
-    """A DynamicLayer with room after its tokens: a decode step writes its column in place.
+class _SlotLayer(DynamicLayer):
+    """One layer's view of the slot store for a decode step: the step's key and value go to each
+    row's own next column, and attention reads the first `width` columns (a mask hides, per row,
+    the columns past its length)."""
 
-    DynamicLayer concatenates on every update, copying the whole cache of the batch each step.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, spare: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, lens: torch.Tensor, width: int):
         super().__init__()
         self.lazy_initialization(keys, values)
-        self._n, self._spare = keys.shape[2], spare
-        self._k, self._v = self._with_room(keys), self._with_room(values)
-        self._expose()
-
-    def _with_room(self, x: torch.Tensor) -> torch.Tensor:
-        shape = list(x.shape)
-        shape[2] = self._spare
-        return torch.cat([x, x.new_empty(shape)], dim=2)
-
-    def _expose(self) -> None:
-        self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+        self._k, self._v, self._rows, self._lens, self._width = (
+            keys, values, torch.arange(len(lens), device=lens.device), lens, width)
+        # the length the model reads to place the step's query: every column before the last
+        self.keys, self.values = keys[:, :, :width - 1], values[:, :, :width - 1]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self._n + key_states.shape[2]
-        if end > self._k.shape[2]:
-            self._k, self._v = self._with_room(self.keys), self._with_room(self.values)
-        self._k[:, :, self._n:end] = key_states
-        self._v[:, :, self._n:end] = value_states
-        self._n = end
-        self._expose()
-        return self.keys, self.values
+        self._k[self._rows, :, self._lens] = key_states[:, :, 0]
+        self._v[self._rows, :, self._lens] = value_states[:, :, 0]
+        return self._k[:, :, :self._width], self._v[:, :, :self._width]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

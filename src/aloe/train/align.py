@@ -19,6 +19,7 @@ Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted
 from __future__ import annotations
 
 import gc
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from aloe.train.common import (
 )
 from aloe.train.config import AlignSettings, AlignStage
 from aloe.train.data import load_preferences, split_holdout, to_dpo_row
+from aloe.train.shared_prompt import shared_prompt_pairs
 from aloe.train.trl_cpu import cpu_lm_head
 
 
@@ -167,7 +169,7 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
                                    precompute_ref_log_probs=s.precompute_ref_log_probs,
                                    train_sampling_strategy=sampling))
     resume = last_checkpoint(stage_dir)
-    with cpu_lm_head(model.device):
+    with cpu_lm_head(model.device), (shared_prompt_pairs(model) if s.share_prompt else nullcontext()):
         trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]),
                              processing_class=tokenizer, peft_config=peft_config(stage_settings))
         result = trainer.train(resume_from_checkpoint=resume)

@@ -1,13 +1,17 @@
-"""DPO on a CPU: TRL 1.16's fused LM head as shipped vs aloe's `cpu_lm_head`, in one run.
+"""DPO on a CPU: TRL 1.16's DPOTrainer as shipped vs aloe's two rewrites, in one run.
 
-Both runs train the embedded model from the same weights on the same preference pairs, in the same
-order, for the same number of steps, with TRL's DPOTrainer; only the LM head differs. TRL's head
-projects every position (prompt and padding too) through the vocabulary on devices without
-Triton, folding each tile with elementwise passes written for a GPU kernel; `cpu_lm_head` projects
-only the completion positions with one matmul and a log-softmax. The per-step losses must agree:
-the head computes the same log-probabilities.
+All runs train the embedded model from the same weights on the same preference pairs, in the same
+order, for the same number of steps, with TRL's DPOTrainer:
 
-    python benchmarks/dpo_lm_head.py --steps 8
+- TRL as shipped: on devices without Triton its fused LM head projects every position (prompt and
+  padding too) through the vocabulary, folding each tile with elementwise passes written for a GPU;
+- + `aloe.train.trl_cpu.cpu_lm_head`: only the completion positions, one matmul and a log-softmax;
+- + `aloe.train.shared_prompt.shared_prompt_pairs`: chosen and rejected in one row over one copy of
+  their prompt (what `aloe align` runs).
+
+The per-step losses must agree: each rewrite computes the same log-probabilities.
+
+    python benchmarks/dpo_speed.py --pairs runs/demo/redteam/pairs.jsonl --steps 8
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from dataclasses import replace
 from aloe.models.spec import DEFAULT_MODEL
 
 
-def run(patched: bool, args: argparse.Namespace, out: str) -> tuple[float, list[float]]:
+VARIANTS = {"stock": "TRL as shipped", "lm_head": "+ cpu_lm_head", "shared": "+ cpu_lm_head + shared prompt"}
+
+
+def run(variant: str, args: argparse.Namespace, out: str) -> tuple[float, list[float]]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -31,6 +38,7 @@ def run(patched: bool, args: argparse.Namespace, out: str) -> tuple[float, list[
     from aloe.train.common import load_model_for_training, trainer_args
     from aloe.train.config import AlignSettings
     from aloe.train.data import load_preferences, to_dpo_row
+    from aloe.train.shared_prompt import shared_prompt_pairs
     from aloe.train.trl_cpu import cpu_lm_head
 
     model = resolve_weights(args.model) if args.model.startswith("embedded:") else args.model
@@ -47,7 +55,8 @@ def run(patched: bool, args: argparse.Namespace, out: str) -> tuple[float, list[
                 losses.append(float(logs["loss"]))
 
     cfg = DPOConfig(**trainer_args(s, beta=0.1, loss_type=["sigmoid"], train_sampling_strategy="sequential"))
-    with cpu_lm_head(model.device) if patched else contextlib.nullcontext():
+    head = cpu_lm_head(model.device) if variant != "stock" else contextlib.nullcontext()
+    with head, shared_prompt_pairs(model) if variant == "shared" else contextlib.nullcontext():
         trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in pairs]),
                              processing_class=tok, callbacks=[Losses()])
         t0 = time.perf_counter()
@@ -63,16 +72,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=384)
     ap.add_argument("--max-prompt-length", type=int, default=192)
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-        t_trl, l_trl = run(False, args, d1)
-        t_aloe, l_aloe = run(True, args, d2)
+    results = {}
+    for v in args.variants:
+        with tempfile.TemporaryDirectory() as d:
+            results[v] = run(v, args, d)
     print(f"DPO, {args.steps} steps of {args.batch_size} pairs from {args.pairs}, {args.model}")
-    print(f"  TRL fused LM head (stock)   {t_trl:7.1f} s  {t_trl / args.steps:5.2f} s/step")
-    print(f"  aloe cpu_lm_head            {t_aloe:7.1f} s  {t_aloe / args.steps:5.2f} s/step")
-    gap = max((abs(a - b) for a, b in zip(l_trl, l_aloe, strict=True)), default=0.0)
-    print(f"  per-step losses: max difference {gap:.2e} over {len(l_trl)} steps")
-    print(f"  speed-up: {t_trl / t_aloe:.2f}x")
+    t0, l0 = results[args.variants[0]]
+    for v, (t, losses) in results.items():
+        gap = max((abs(a - b) for a, b in zip(l0, losses, strict=True)), default=0.0)
+        print(f"  {VARIANTS[v]:32s} {t:7.1f} s  {t / args.steps:5.2f} s/step  speed-up {t0 / t:4.2f}x  "
+              f"max loss difference {gap:.1e}")
 
 
 if __name__ == "__main__":
