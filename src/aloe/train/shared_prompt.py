@@ -69,7 +69,8 @@ def _shared_forward(original: Callable[..., Any]) -> Callable[..., Any]:
                 **kwargs: Any) -> Any:
         plain = (input_ids is None or attention_mask is None or attention_mask.dim() != 2
                  or input_ids.shape[0] % 2 or kwargs.get("position_ids") is not None
-                 or kwargs.get("past_key_values") is not None or kwargs.get("inputs_embeds") is not None
+                 or kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None
+                 or kwargs.get("inputs_embeds") is not None
                  or kwargs.get("output_router_logits"))
         if not plain:
             lengths = attention_mask.sum(1)
