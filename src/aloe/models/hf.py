@@ -277,11 +277,6 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     rng: torch.Generator | None = None
 
-    @property
-    def next_position(self) -> int:
-        # the last sampled token is not in the cache yet; it is the next step's input
-        return len(self.prompt) + len(self.tokens) - 1
-
 
 class _Decoder:
     """The continuous-batching loop behind `HFCausalLM.generate` (see its docstring)."""
@@ -342,7 +337,7 @@ class _Decoder:
                 attention_mask=mask.long(), position_ids=lens[:, None].clone(),
                 past_key_values=cache, use_cache=True, logits_to_keep=1,
             )
-            lens += 1
+            lens[busy] += 1  # empty slots stay at 0, so they never widen the step
             rows = [slots[j] for j in busy]
             for r, t in zip(rows, self._pick(out.logits[busy, -1], rows), strict=True):
                 r.tokens.append(t)
