@@ -50,15 +50,20 @@ def run(packing: bool, args: argparse.Namespace, out: str) -> tuple[float, Token
     return counter.real / dt, counter, dt
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc: str, steps: int, batch_help: str, max_length: int) -> argparse.Namespace:
+    """The arguments the SFT benchmarks share (sft_speed.py too)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=4, help="conversations per unpacked batch")
-    p.add_argument("--max-length", type=int, default=1024, help="tokens per packed bin")
-    args = p.parse_args()
+    p.add_argument("--data", default=DATA, help="Conversation jsonl, e.g. a run's curate/dataset/train.jsonl")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=4, help=batch_help)
+    p.add_argument("--max-length", type=int, default=max_length, help="tokens per packed bin")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__, steps=12, batch_help="conversations per unpacked batch", max_length=1024)
     with tempfile.TemporaryDirectory() as tmp:
         unpacked = run(False, args, f"{tmp}/unpacked")
         packed = run(True, args, f"{tmp}/packed")

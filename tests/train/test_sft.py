@@ -37,6 +37,24 @@ def test_lora_sft_saves_a_plain_merged_checkpoint(tiny_ckpt, conversations_file,
     assert run_sft(s)["steps"] == 3  # complete: not trained again
 
 
+def test_full_sft_on_cpu_never_runs_trls_gpu_shaped_lm_head(tiny_ckpt, conversations_file, tmp_path, monkeypatch):
+    """Validation before, training and validation after all score through `cpu_lm_head`'s plain
+    head: TRL's tile loop (stubbed here to fail) is never reached (benchmarks/sft_speed.py: 1.7x)."""
+    import trl.trainer.utils as tu
+
+    class NotOnCpu:
+        @staticmethod
+        def apply(*args, **kwargs):
+            raise AssertionError("TRL's chunked LM head ran on the CPU")
+
+    monkeypatch.setattr(tu, "_ChunkedLogProbFunction", NotOnCpu)
+    s = SFTSettings(model=str(tiny_ckpt), data=str(conversations_file), output_dir=str(tmp_path / "run"),
+                    max_steps=2, batch_size=4, max_length=256, save_steps=100, eval_fraction=0.2)
+    m = run_sft(s)
+    assert m["steps"] == 2 and m["eval_loss_after"] < m["eval_loss_before"] + 1.0
+    assert tu._ChunkedLogProbFunction is NotOnCpu  # restored after the run
+
+
 def test_qlora_without_cuda_is_a_clear_error(tiny_ckpt, conversations_file, tmp_path):
     s = SFTSettings(model=str(tiny_ckpt), data=str(conversations_file), output_dir=str(tmp_path), method="qlora")
     with pytest.raises(ValueError, match="qlora needs a CUDA GPU"):

@@ -26,6 +26,7 @@ from aloe.train.common import (
 from aloe.train import varlen_attention
 from aloe.train.config import SFTSettings
 from aloe.train.data import load_conversations, split_holdout, to_prompt_completion
+from aloe.train.trl_cpu import cpu_lm_head
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,22 @@ def run_sft(s: SFTSettings) -> dict[str, Any]:
     resume = last_checkpoint(out)
     metrics: dict[str, Any] = {"train_examples": len(train_ds), "eval_examples": len(eval_ds) if eval_ds else 0}
     before_path = out / "eval_before.json"
-    if eval_ds is not None:
-        # Measured once, before the first step; a resumed run reads it back instead of re-measuring a
-        # partly trained model.
-        if before_path.is_file():
-            metrics["eval_loss_before"] = read_json(before_path)["eval_loss"]
-        else:
-            metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-            write_json(before_path, {"eval_loss": metrics["eval_loss_before"]})
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics.update({"resumed_from": resume, "train_loss": result.training_loss, "steps": result.global_step,
-                    "train_runtime_s": result.metrics.get("train_runtime")})
-    if eval_ds is not None:
-        metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+    # SFTTrainer scores through the same fused LM head as DPOTrainer (log-probs, entropy, top-1):
+    # on a CPU its GPU-shaped tile loop was ~40% of a SmolLM2 step (benchmarks/sft_speed.py)
+    with cpu_lm_head(trainer.model.device):
+        if eval_ds is not None:
+            # Measured once, before the first step; a resumed run reads it back instead of re-measuring a
+            # partly trained model.
+            if before_path.is_file():
+                metrics["eval_loss_before"] = read_json(before_path)["eval_loss"]
+            else:
+                metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+                write_json(before_path, {"eval_loss": metrics["eval_loss_before"]})
+        result = trainer.train(resume_from_checkpoint=resume)
+        metrics.update({"resumed_from": resume, "train_loss": result.training_loss, "steps": result.global_step,
+                        "train_runtime_s": result.metrics.get("train_runtime")})
+        if eval_ds is not None:
+            metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
     save_final(trainer, final, metrics)
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -1,4 +1,4 @@
-"""CPU fixes for TRL 1.16's fused LM head (DPO), measured in benchmarks/dpo_speed.py.
+"""CPU fixes for TRL 1.16's fused LM head (DPO and SFT), measured in benchmarks/dpo_speed.py and sft_speed.py.
 
 TRL scores every position (prompt, padding and completion tokens alike) through the vocabulary on
 devices without Triton, so that Neuron sees one tile shape per batch, and folds each vocabulary tile
