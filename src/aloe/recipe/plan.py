@@ -14,10 +14,11 @@ from aloe.recipe.stages import Context
 # Rough throughputs used for the time estimate. CPU: a ~135M-parameter model on a slow 2-core CPU
 # (the demo run of 2026-12-02 on a 2-core AMD EPYC without AVX-512; generation is per token of
 # max_new_tokens, prompt prefill included, so its rate is low; training: TRL packed SFT rows of 384
-# tokens and DPO pairs of ~250-350 tokens). GPU: an 8B model on one H100 (vLLM generation and bf16
-# ZeRO-3 training, published ballpark figures). Other sizes scale inversely with parameters.
+# tokens through aloe's CPU LM head, and DPO pairs of ~250-350 tokens). GPU: an 8B model on one
+# H100 (vLLM generation and bf16 ZeRO-3 training, published ballpark figures). Other sizes scale
+# inversely with parameters.
 RATES = {
-    "cpu": {"params": 135e6, "gen_tok_s": 50.0, "train_tok_s": 65.0, "score_q_s": 3.0, "dpo_pair_s": 0.36},
+    "cpu": {"params": 135e6, "gen_tok_s": 50.0, "train_tok_s": 100.0, "score_q_s": 3.0, "dpo_pair_s": 0.36},
     "gpu": {"params": 8e9, "gen_tok_s": 2500.0, "train_tok_s": 3000.0, "score_q_s": 40.0, "dpo_pair_s": 3.0},
 }
 SIZE_HINTS = (("70b", 70e9), ("8b", 8e9), ("7b", 7e9), ("3b", 3e9), ("1.7b", 1.7e9), ("1b", 1e9),
