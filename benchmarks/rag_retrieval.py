@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from aloe.infer.config import default_index_dir
-from aloe.infer.embeddings import DenseIndex
+from aloe.models.embeddings import DenseIndex
 from aloe.infer.rag.retriever import METHODS, Retriever
 from aloe.io import read_json, write_jsonl
 

@@ -14,6 +14,22 @@ pytest_plugins = ["headless_chromium"]  # the `browser` fixture
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The full public data sets, beside the repository on this project's machines and in CI; a fresh
+# clone has only the slices packaged with aloe.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data for tests that need the full public data: skipped where it is absent, except
+    in CI, which always has it, so that a lost folder cannot turn those tests into silent skips."""
+    if not SHARED_DATA.is_dir():
+        reason = f"needs the full public data in {SHARED_DATA} (absent: a fresh clone has only the packaged slices)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must provide it", pytrace=False)
+        pytest.skip(reason)
+    return SHARED_DATA
+
 
 @pytest.fixture(scope="session")
 def smollm_tokenizer():

@@ -30,12 +30,6 @@ class RecordError(ValueError):
         super().__init__(f"{loc}: {problem}")
 
 
-def _open_text(path: Path, mode: str = "rt") -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, mode, encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
-
-
 def require_file(path: str | Path, what: str = "file") -> Path:
     p = Path(path)
     if not p.is_file():
@@ -43,10 +37,47 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     return p
 
 
+def _open(path: Path, mode: str, **text: Any) -> IO[Any]:
+    """`path`, gunzipped if its name ends in .gz."""
+    return gzip.open(path, mode, **text) if path.suffix == ".gz" else open(path, mode, **text)
+
+
+def _utf8_error(path: Path) -> RecordError | None:
+    """The first byte of `path` that is not UTF-8, with its line and byte offset (uncompressed, for .gz).
+
+    A text stream decodes in chunks, so its UnicodeDecodeError knows neither the file nor the line;
+    a newline byte never occurs inside a multi-byte character, so decoding line by line finds both.
+    """
+    offset = 0
+    with _open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return RecordError(path, lineno, None,
+                                   f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte offset {offset + e.start})")
+            offset += len(raw)
+    return None
+
+
+@contextlib.contextmanager
+def open_text(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """A UTF-8 text file, gunzipped if it ends in .gz; a byte that is not UTF-8 raises RecordError."""
+    p = require_file(path)
+    with _open(p, "rt", encoding="utf-8", newline=newline) as f:
+        try:
+            yield f
+        except UnicodeDecodeError:
+            located = _utf8_error(p)
+            if located is None:  # the file decodes: the error came from other code in the block
+                raise
+            raise located from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a bad line raises RecordError."""
-    p = require_file(path)
-    with _open_text(p) as f:
+    p = Path(path)
+    with open_text(p) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -60,8 +91,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_json(path: str | Path) -> Any:
-    p = require_file(path)
-    with _open_text(p) as f:
+    p = Path(path)
+    with open_text(p) as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:

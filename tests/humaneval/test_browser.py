@@ -1,4 +1,4 @@
-"""The comparison page driven in headless Chromium: vote, reload, resume; stored votes match the clicks.
+"""The comparison page driven in headless Chromium: a rater's link, vote, reload, resume; stored votes match the clicks.
 
 Needs Debian's `chromium` and `chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver) and the
 PyPI package `selenium`; the test skips, saying which is missing, when they are not installed.
@@ -19,7 +19,6 @@ from aloe.humaneval.app import make_server, serve_in_thread
 from aloe.humaneval.results import summarize_votes
 from aloe.humaneval.store import Store, read_comparisons
 
-TOKEN = "test-token-0123456789abcdef"
 MODELS = ("alpha", "beta", "gamma")
 
 
@@ -32,9 +31,10 @@ def app(tmp_path):
                                 "answers": {m: f"[{m}] answer to question {q}." for m in MODELS}}) + "\n")
     store = Store(tmp_path / "votes.sqlite")
     assert store.load(read_comparisons(data)) == 9  # 3 questions x 3 pairs of models
-    server = make_server(store, TOKEN)
+    token = store.add_rater("Dr Ada")
+    server = make_server(store)
     serve_in_thread(server)
-    yield f"http://127.0.0.1:{server.server_address[1]}", store
+    yield f"http://127.0.0.1:{server.server_address[1]}", store, token
     server.shutdown()
     server.server_close()
     store.close()
@@ -57,7 +57,7 @@ def _vote_on_screen(driver, clicks, done_before):
     _wait(driver, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == str(done_before))
     a = _model_of(driver.find_element(By.ID, "answer-A").text)
     b = _model_of(driver.find_element(By.ID, "answer-B").text)
-    task_id = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-task-id"))
+    task_id = driver.find_element(By.TAG_NAME, "body").get_attribute("data-task-id")
     # Rule: alpha always wins; beta vs gamma is a tie; gamma's answers are flagged unsafe.
     if "alpha" in (a, b):
         choice, winner = ("A", a) if a == "alpha" else ("B", b)
@@ -73,18 +73,16 @@ def _vote_on_screen(driver, clicks, done_before):
 def test_rater_votes_reloads_resumes_and_results_match(app, browser):
     from selenium.webdriver.common.by import By
 
-    base, store = app
-    browser.get(f"{base}/?token={TOKEN}")
-    browser.find_element(By.ID, "rater").send_keys("Dr Ada")
-    browser.find_element(By.ID, "start").click()
+    base, store, token = app
+    browser.get(f"{base}/?token={token}")  # the link the organiser sent: no name to type
+    _wait(browser, lambda d: d.find_element(By.ID, "rater-name").text == "Dr Ada")
     clicks: list[dict] = []
     for i in range(4):
         _vote_on_screen(browser, clicks, done_before=i)
     _wait(browser, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "4")
 
-    browser.refresh()  # the session resumes: no login, the count and the next unseen pair
+    browser.refresh()  # the session resumes: the count and the next unseen pair
     _wait(browser, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "4")
-    assert not browser.find_element(By.ID, "login").is_displayed()
     assert "4 of 9 done" in browser.find_element(By.ID, "progress").text
     for i in range(4, 9):
         _vote_on_screen(browser, clicks, done_before=i)
@@ -95,12 +93,11 @@ def test_rater_votes_reloads_resumes_and_results_match(app, browser):
     assert len({c["task_id"] for c in clicks}) == 9
     assert [(v["task_id"], v["model_a"], v["model_b"], v["choice"], v["winner"]) for v in votes] == \
            [(c["task_id"], c["model_a"], c["model_b"], c["choice"], c["winner"]) for c in clicks]
-    assert all(v["rater"] == "Dr Ada" and v["created_at"] for v in votes)
+    assert all(v["rater"] == "dr ada" and v["created_at"] for v in votes)  # the rater's case-folded identity
     for v in votes:
         assert v["flags"] == {m: ["unsafe"] if m == "gamma" else [] for m in (v["model_a"], v["model_b"])}
-    # Blind and shuffled: alpha was shown on the left for some pairs and on the right for others.
-    sides = {"A" if c["model_a"] == "alpha" else "B" for c in clicks if "alpha" in (c["model_a"], c["model_b"])}
-    assert sides == {"A", "B"}
+    # Which side each model takes is random per database, so 6 pairs prove nothing about balance:
+    # test_hardening.py checks it over hundreds of tasks.
 
     s = summarize_votes(votes)
     assert s["win_rates"]["alpha"]["win_rate"] == 1.0 and s["win_rates"]["alpha"]["n"] == 6
@@ -113,13 +110,14 @@ def test_rater_votes_reloads_resumes_and_results_match(app, browser):
 def test_requests_without_the_token_are_refused(app, browser):
     from selenium.webdriver.common.by import By
 
-    base, store = app
-    for url in (f"{base}/", f"{base}/?token=wrong", f"{base}/api/next?rater=x"):
+    base, store, _ = app
+    for url in (f"{base}/", f"{base}/?token=wrong", f"{base}/api/next"):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(url, timeout=10)
         assert e.value.code == 401
-    req = urllib.request.Request(f"{base}/api/vote", data=json.dumps(
-        {"rater": "x", "task_id": 1, "choice": "A"}).encode(), headers={"Content-Type": "application/json"})
+    vote = {"task_id": store.next_task("Dr Ada")[0].id, "choice": "A"}
+    req = urllib.request.Request(f"{base}/api/vote", data=json.dumps(vote).encode(),
+                                 headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 401

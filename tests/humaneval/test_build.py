@@ -66,6 +66,7 @@ def test_build_pairs_answers_and_serve_loads_them(runs, tmp_path, capsys):
         assert answers[model_a].startswith("model-a on") and answers[model_b].startswith("model-b on")
     store = Store(tmp_path / "votes.sqlite")
     assert store.load(comparisons) == 3  # one pair task per question
+    store.add_rater("Dr Ana")
     task, done, total = store.next_task("Dr Ana")
     assert (done, total) == (0, 3) and {task.model_a, task.model_b} == {model_a, model_b}
     store.close()

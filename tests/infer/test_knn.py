@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aloe.infer.config import InferConfig
-from aloe.infer.embeddings import DenseIndex
+from aloe.models.embeddings import DenseIndex
 from aloe.infer.knn import nearest_shots
 from aloe.infer.strategies import build_strategy
 from aloe.records import MCQ

@@ -9,7 +9,7 @@ from aloe.io import read_json
 from aloe.models.generator import GenParams, HFGenerator, get_generator
 from aloe.redteam.asr import asr_cell, cohen_kappa, compare_markdown, wilson
 from aloe.redteam.judges import RefusalJudge, make_judge
-from aloe.redteam.pairs import REFUSAL_TEMPLATE, build_redteam_pairs, risk_name
+from aloe.redteam.pairs import SAFE_ANSWERS, build_redteam_pairs, risk_name, safe_answer
 from aloe.redteam.prompts import load_prompts, sample_per_source, split_prompts
 from aloe.redteam.run import run_redteam
 from aloe.redteam.styles import load_styles, select_styles, split_styles
@@ -121,13 +121,21 @@ def test_pairs_use_only_train_splits_and_safe_chosen(server, tmp_path):
         else:
             assert pair.meta["chosen_from"] == "teacher" and pair.chosen.startswith("I'm sorry")
     assert set(stats["chosen_from"]) == {"dataset", "teacher"}
-    # Without a teacher, the fixed refusal names the risk.
-    build_redteam_pairs(sample_per_source(prompts, 24), split, get_generator(server.spec("complier"), cache_dir=cache),
-                        RefusalJudge(), tmp_path / "p2.jsonl", PARAMS)
+    # Without a teacher, a safe answer that names the risk, in many wordings: stage 2 must never
+    # train on one string (an ASR drop could then come from matching it).
+    stats = build_redteam_pairs(sample_per_source(prompts, 24), split,
+                                get_generator(server.spec("complier"), cache_dir=cache),
+                                RefusalJudge(), tmp_path / "p2.jsonl", PARAMS)
     rows = [json.loads(line) for line in (tmp_path / "p2.jsonl").read_text().splitlines()]
     templ = [r for r in rows if r["meta"]["chosen_from"] == "template"]
-    assert templ and all(r["chosen"] == REFUSAL_TEMPLATE.format(risk=risk_name(by_id[r["id"][8:].split("::")[0]]))
-                         for r in templ)
+    assert len(templ) >= 20
+    for r in templ:
+        prompt = by_id[r["id"][8:].split("::")[0]]
+        assert r["chosen"] == safe_answer(prompt, r["id"][8:]) and risk_name(prompt) in r["chosen"]
+    wordings = {next(i for i, a in enumerate(SAFE_ANSWERS) if r["chosen"] == a.format(risk=risk_name(
+        by_id[r["id"][8:].split("::")[0]]))) for r in templ}
+    assert len(wordings) >= len(SAFE_ANSWERS) // 2
+    assert stats["distinct_chosen"] == len({r["chosen"] for r in rows}) > len(rows) // 4
 
 
 def test_cli_run_compare_and_pairs(server, tmp_path, capsys):

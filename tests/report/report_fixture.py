@@ -27,9 +27,11 @@ from aloe.infer.runner import summarize as summarize_strategy
 from aloe.io import iter_jsonl, write_json, write_jsonl, write_text
 from aloe.models.generator import GenParams, get_generator
 from aloe.redteam.judges import RefusalJudge
+from aloe.redteam.overrefusal import load_overrefusal_prompts, make_detector, run_overrefusal
+from aloe.redteam.pairs import build_redteam_pairs
 from aloe.redteam.prompts import load_prompts, sample_per_source
 from aloe.redteam.run import run_redteam
-from aloe.redteam.styles import load_styles, select_styles
+from aloe.redteam.styles import StyleSplit, load_styles, select_styles
 from aloe.train.align import preference_metrics
 
 BENCHES = ("medqa", "pubmedqa")
@@ -108,7 +110,9 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
     from aloe.models.hf import HFCausalLM
 
     _manifest(root, 'demo <b>"run"</b>')
-    write_text(root / "recipe.yaml", "sft:\n  model: embedded:smollm2-135m-instruct\n")
+    write_text(root / "recipe.yaml", "model: embedded:smollm2-135m-instruct\n"
+               "curate:\n  cot: {teacher: embedded:smollm2-135m-instruct, max_items: 12}\n"
+               "sft:\n  model: embedded:smollm2-135m-instruct\n")
 
     cfg = CurateConfig.model_validate({
         "sources": [{"name": "medquad", "format": "medquad", "path": "medquad/medquad_answered.jsonl", "limit": 40},
@@ -161,6 +165,13 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
             target = get_generator(server.spec(label), cache_dir=str(root / "cache"))
             run_redteam(prompts, styles, target, RefusalJudge(), root / "safety" / label, GenParams(max_new_tokens=32),
                         seen_styles=[s for s in STYLES if s not in UNSEEN])
+            run_overrefusal(load_overrefusal_prompts(n_xstest=12, n_medical=8), target,
+                            root / "safety" / label / "overrefusal", GenParams(max_new_tokens=32), make_detector())
+        split = StyleSplit([s for s in styles if s.name not in UNSEEN], [s for s in styles if s.name in UNSEEN],
+                           {"encoding"})
+        write_json(root / "redteam_pairs/stats.json", build_redteam_pairs(
+            prompts, split, get_generator(server.spec("base"), cache_dir=str(root / "cache")), RefusalJudge(),
+            root / "redteam_pairs/pairs.jsonl", GenParams(max_new_tokens=32)))
     finally:
         server.close()
     return root

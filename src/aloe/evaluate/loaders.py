@@ -1,19 +1,21 @@
 """Loaders that map each benchmark's own file format into MCQ records, quirks handled once here.
 
 Every loader raises RecordError naming the file, the line (or record key) and the field when a
-record is malformed; nothing is silently skipped or guessed.
+record is malformed, and naming the file when it holds no question; nothing is silently skipped
+or guessed.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
-from aloe.io import RecordError, iter_jsonl, read_json, require_file
+from aloe.io import RecordError, iter_jsonl, open_text, read_json, require_file
 from aloe.records import LETTERS, MCQ
 
 
@@ -80,8 +82,28 @@ def _answer_letter(path: Path, where: str | int, value: Any, field: str, n_optio
     return LETTERS[idx]
 
 
+P = ParamSpec("P")
+
+
+def _refusing_empty(
+    load: Callable[Concatenate[Path, P], Iterator[MCQ]],
+) -> Callable[Concatenate[Path, P], Iterator[MCQ]]:
+    """A file with no question (empty, blank lines, `{}`) would be scored as 0 questions: a nan accuracy."""
+    @functools.wraps(load)
+    def checked(path: Path, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[MCQ]:
+        n = 0
+        for n, q in enumerate(load(path, *args, **kwargs), 1):
+            yield q
+        if not n:
+            bench = kwargs.get("source") or load.__name__.removeprefix("load_")
+            split = f" in the {kwargs['split']} split" if kwargs.get("split", "all") != "all" else ""
+            raise RecordError(path, None, None, f"no {bench} questions{split}; refusing an empty benchmark")
+    return checked
+
+
 # -- one function per source format ---------------------------------------------------------------
 
+@_refusing_empty
 def load_medqa(path: Path, source: str = "medqa") -> Iterator[MCQ]:
     """MedQA-USMLE JSONL (jind11 layout): options {A..D}, answer_idx letter, meta_info step."""
     for line, rec in iter_jsonl(path):
@@ -100,6 +122,7 @@ def medmcqa_record(path: Path, where: str | int, rec: Mapping[str, Any], cop_bas
                  subject=_str_field(path, where, rec, "subject_name", optional=True), source=source)
 
 
+@_refusing_empty
 def load_medmcqa(path: Path, source: str = "medmcqa") -> Iterator[MCQ]:
     """MedMCQA JSONL as released: `cop` is 1-based (1 = opa = A); the hub copy is 0-based."""
     for line, rec in iter_jsonl(path):
@@ -113,6 +136,7 @@ def _pubmedqa_split(path: Path, split: str) -> set[str] | None:
     return set(truth)
 
 
+@_refusing_empty
 def load_pubmedqa(path: Path, split: str = "test", source: str = "pubmedqa") -> Iterator[MCQ]:
     """PubMedQA PQA-L `ori_pqal.json`; the test split is the PMIDs in test_ground_truth.json."""
     data = read_json(path)
@@ -136,10 +160,11 @@ def load_pubmedqa(path: Path, split: str = "test", source: str = "pubmedqa") -> 
                     source=source)
 
 
+@_refusing_empty
 def load_mmlu_csv(path: Path, source: str = "mmlu_medical") -> Iterator[MCQ]:
     """MMLU's original CSV: no header; question, four options, answer letter."""
     subject = path.stem.removesuffix("_test").removesuffix("_dev").removesuffix("_val")
-    with open(require_file(path), encoding="utf-8", newline="") as f:
+    with open_text(path, newline="") as f:
         for row_no, row in enumerate(csv.reader(f), 1):
             if len(row) != 6:
                 raise RecordError(path, row_no, None, f"expected 6 columns (question, A-D, answer), got {len(row)}")
@@ -148,6 +173,7 @@ def load_mmlu_csv(path: Path, source: str = "mmlu_medical") -> Iterator[MCQ]:
                         answer=_answer_letter(path, row_no, row[5], "answer", 4, None), subject=subject, source=source)
 
 
+@_refusing_empty
 def load_headqa(path: Path, source: str = "headqa") -> Iterator[MCQ]:
     """HEAD-QA JSON: exams -> data; `ra` is the aid of the right answer, options have 4 or 5 answers."""
     data = read_json(path)
@@ -169,6 +195,7 @@ def load_headqa(path: Path, source: str = "headqa") -> Iterator[MCQ]:
                         subject=exam.get("category"), source=source)
 
 
+@_refusing_empty
 def load_aloe_json(path: Path, source: str | None = None) -> Iterator[MCQ]:
     """HPAI prompt_engine layout: {ID: {question, options {A..}, correct_answer, [context], ...}}.
 

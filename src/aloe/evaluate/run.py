@@ -90,6 +90,8 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         questions = load_split(bench, "test", req.data_dir, req.source)
         if req.limit is not None:
             questions = questions[:req.limit]
+        if not questions:  # scored, 0 questions would write a nan accuracy that reads as a result
+            raise ValueError(f"{bench.name}: no questions to evaluate in the {req.source} test split")
         pool = load_split(bench, "fewshot", req.data_dir) if s.shots else []
         fingerprint = hashlib.sha256(json.dumps(
             [model_fp, s.describe(), _questions_fingerprint(questions), _questions_fingerprint(pool)]

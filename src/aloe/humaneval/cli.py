@@ -1,4 +1,5 @@
-"""`aloe human-eval build|serve|results`: blind pairwise comparison by clinicians, its input and results."""
+"""`aloe human-eval build|add-rater|serve|results`: blind pairwise comparison by clinicians, its input,
+its raters and its results."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("human-eval", help="blind pairwise human evaluation (web page + results)",
                        description="Serve a page where clinicians compare two models' answers blind, or print "
                                    "win rates and a Bradley-Terry ranking from the votes.")
-    hs = p.add_subparsers(dest="human_eval_command", metavar="build|serve|results", required=True)
+    hs = p.add_subparsers(dest="human_eval_command", metavar="build|add-rater|serve|results", required=True)
     bd = hs.add_parser("build", help="pair two `aloe eval-open` runs' answers into serve's input",
                        description="Match the questions two `aloe eval-open` runs answered (by set and id) and "
                                    "write serve's JSONL input, models named from each run's metrics.json.")
@@ -24,14 +25,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bd.add_argument("--allow-partial", action="store_true",
                     help="pair the questions both runs answered instead of failing when one run has more")
     bd.set_defaults(func=build)
+    ar = hs.add_parser("add-rater", help="add a rater to a vote database and print their access token",
+                       description="Raters vote only with a token the organiser issues. Names are compared "
+                                   "case-folded and whitespace-trimmed ('Bob' and ' bob' are one rater). Only a "
+                                   "hash of the token is stored: keep the printed link, or --reissue.")
+    ar.add_argument("name", help="the rater's name (1-64 letters, digits, spaces or . ' -)")
+    ar.add_argument("--db", type=Path, required=True, help="SQLite file for questions and votes (created if absent)")
+    ar.add_argument("--reissue", action="store_true",
+                    help="give a rater already added a new token; their old one stops working")
+    ar.set_defaults(func=add_rater)
     s = hs.add_parser("serve", help="serve the comparison page",
                       description='Input: JSONL, one {"id"?, "question", "answers": {model: text, ...}} per line.')
     s.add_argument("--input", type=Path, required=True, help="JSONL of questions with 2+ models' answers")
     s.add_argument("--db", type=Path, required=True, help="SQLite file for questions and votes (created if absent)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--token", default=None,
-                   help="access token (default: ALOE_HUMAN_EVAL_TOKEN, or a random one printed at start)")
     s.set_defaults(func=serve)
     r = hs.add_parser("results", help="win rates with CIs, head-to-head counts, Bradley-Terry ranking")
     r.add_argument("--db", type=Path, required=True)
@@ -61,20 +69,30 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(args: argparse.Namespace) -> int:
-    import os
-    import secrets
+def add_rater(args: argparse.Namespace) -> int:
+    from aloe.humaneval.store import Store
 
+    store = Store(args.db)
+    try:
+        token = store.add_rater(args.name, reissue=args.reissue)
+    finally:
+        store.close()
+    print(f"{token}\n(rater {args.name.strip()!r}: send them the serve address followed by /?token={token})")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
     from aloe.humaneval.app import make_server
     from aloe.humaneval.store import Store, read_comparisons
 
-    token = args.token or os.environ.get("ALOE_HUMAN_EVAL_TOKEN") or secrets.token_urlsafe(24)
     store = Store(args.db)
     n_tasks = store.load(read_comparisons(args.input))
-    server = make_server(store, token, args.host, args.port)
+    server = make_server(store, args.host, args.port)
     host, port = server.server_address[:2]
-    print(f"{n_tasks} comparisons; votes go to {args.db}")
-    print(f"share with raters: http://{host}:{port}/?token={token}")
+    raters = store.raters()
+    print(f"{n_tasks} comparisons; votes go to {args.db}; {len(raters)} rater(s)"
+          + ("" if raters else f" yet: add them with `aloe human-eval add-rater NAME --db {args.db}`"))
+    print(f"each rater opens http://{host}:{port}/?token=THEIR_TOKEN (raters added while serving work at once)")
     try:
         server.serve_forever()
     finally:
@@ -85,14 +103,12 @@ def serve(args: argparse.Namespace) -> int:
 
 def results(args: argparse.Namespace) -> int:
     from aloe.humaneval.results import results_text, summarize_votes
-    from aloe.humaneval.store import Store
+    from aloe.humaneval.store import read_votes
     from aloe.io import write_json
 
     if not args.db.is_file():
         raise FileNotFoundError(f"{args.db}: no such vote database")
-    store = Store(args.db)
-    votes = store.votes()
-    store.close()
+    votes = read_votes(args.db)
     if not votes:
         print("no votes yet")
         return 0

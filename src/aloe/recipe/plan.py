@@ -29,6 +29,26 @@ def _check(level: str, what: str, detail: str) -> dict[str, str]:
     return {"level": level, "what": what, "detail": detail}
 
 
+def _check_judge(spec: str) -> dict[str, str]:
+    """The judge exists, and the plan says how far it agrees with human labels (or that it was never measured)."""
+    from aloe.redteam.judge_eval import agreement_phrase, measured_agreement
+
+    kind, _, target = spec.partition(":")
+    if kind == "harm-clf":
+        from aloe.redteam.harm_classifier import load_harm_classifier
+
+        try:
+            load_harm_classifier(target)
+        except (OSError, ValueError) as e:
+            return _check("error", "redteam.judge", str(e))
+    elif spec != "refusal" and (model := check_model("redteam.judge", target))["level"] == "error":
+        return model
+    agreement = measured_agreement(spec)
+    level = "ok" if agreement else "warn"
+    note = " (a refusal detector, not a harm judge)" if spec == "refusal" else ""
+    return _check(level, "redteam.judge", agreement_phrase(spec, agreement) + note)
+
+
 def check_model(what: str, spec: str) -> dict[str, str]:
     from aloe.models.spec import parse_model_spec
 
@@ -75,9 +95,7 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
         if spec:
             out.append(check_model(what, spec))
     if recipe.redteam:
-        judge = recipe.redteam.judge
-        if judge != "refusal":
-            out.append(check_model("redteam.judge", judge.partition(":")[2]))
+        out.append(_check_judge(recipe.redteam.judge))
         from aloe.redteam.prompts import load_prompts
 
         try:

@@ -20,6 +20,7 @@ from aloe.curate.config import CurateConfig
 from aloe.infer.config import InferConfig
 from aloe.merge.merger import MergeConfig
 from aloe.models.spec import DEFAULT_MODEL
+from aloe.redteam.judges import DEFAULT_JUDGE
 from aloe.train.config import AlignSettings, AlignStage, SFTSettings
 from aloe.train.preferences import PreferenceSettings
 
@@ -61,11 +62,20 @@ class RedteamPairsSection(_Strict):
     teacher: str | None = None  # writes refusals where a prompt has no safe response
 
 
+class OverrefusalSection(_Strict):
+    """Refusal rate on benign prompts (aloe.redteam.overrefusal), beside each model's ASR."""
+
+    n_xstest: int = Field(50, ge=1, le=250)  # XSTest safe prompts, spread over its 10 types
+    n_medical: int = Field(20, ge=1)  # alarming-but-benign medical questions (60 packaged; more = all)
+    max_new_tokens: int | None = Field(None, ge=8, description="None: redteam.max_new_tokens")
+
+
 class RedteamEvalSection(_Strict):
     models: list[Label] = Field(default_factory=lambda: ["base", "sft", "aligned"])
     n_prompts: int = Field(100, ge=1)
     styles_per_prompt: int | None = Field(2, ge=1, description="None: every style")
     system_prompt: str | None = None
+    overrefusal: OverrefusalSection | None = Field(default_factory=OverrefusalSection)  # None: not measured
 
 
 class RedteamSection(_Strict):
@@ -76,7 +86,7 @@ class RedteamSection(_Strict):
     prompt_test_fraction: float = Field(0.5, gt=0, lt=1)
     test_families: list[str] | None = None  # style families never trained on; None: drawn by seed
     n_test_families: int = Field(2, ge=0)
-    judge: str = "refusal"
+    judge: str = DEFAULT_JUDGE
     max_new_tokens: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -209,29 +209,44 @@ def run_redteam_pairs(ctx: Context) -> dict[str, Any]:
                                 _params(ctx), teacher=teacher, test_fraction=rt.prompt_test_fraction, seed=rt.seed,
                                 styles_per_prompt=rt.pairs.styles_per_prompt)
     write_json(ctx.dir("redteam_pairs") / "stats.json", stats)
-    return {k: stats[k] for k in ("cases", "unsafe", "pairs")}
+    return {k: stats[k] for k in ("cases", "unsafe", "pairs", "distinct_chosen")}
 
 
 def safety_settings(ctx: Context, label: str) -> Any:
     rt = ctx.recipe.redteam
-    return {**rt.model_dump(exclude={"pairs"}), "target": ctx.model(label)}
+    # The harmful prompts, and the XSTest over-refusal prompts, are read from the data dir when set.
+    return {**rt.model_dump(exclude={"pairs"}), "target": ctx.model(label),
+            "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
 
 
 def run_safety(ctx: Context, label: str) -> dict[str, Any]:
+    from dataclasses import replace
+
     from aloe.redteam.judges import make_judge
+    from aloe.redteam.overrefusal import load_overrefusal_prompts, make_detector, run_overrefusal
     from aloe.redteam.prompts import sample_per_source
     from aloe.redteam.run import run_redteam
 
     rt = ctx.recipe.redteam
+    over = rt.eval.overrefusal
+    # Read before the ASR run, so a data dir without XSTest fails before any generation is paid for.
+    benign = load_overrefusal_prompts(ctx.data_dir, over.n_xstest, over.n_medical) if over else []
     setup = redteam_setup(ctx)
     picked = sample_per_source(setup.test, rt.eval.n_prompts, rt.seed)
-    m = run_redteam(picked, setup.styles, _generator(ctx, label, rt.dtype, rt.batch_size),
+    target = _generator(ctx, label, rt.dtype, rt.batch_size)
+    m = run_redteam(picked, setup.styles, target,
                     make_judge(rt.judge, cache_dir=str(ctx.run_dir / "cache")), ctx.dir(f"safety/{label}"),
                     _params(ctx), seen_styles=[s.name for s in setup.split.train], system_prompt=rt.eval.system_prompt,
                     meta={"label": label, "held_out_families": sorted(setup.split.test_families), "seed": rt.seed},
                     styles_per_prompt=rt.eval.styles_per_prompt)
     o = m["overall"]
-    return {"prompts": len(picked), "cases": o["n"], "asr": o["asr"], "unsafe": o["unsafe"]}
+    summary = {"prompts": len(picked), "cases": o["n"], "asr": o["asr"], "unsafe": o["unsafe"]}
+    if over:
+        params = replace(_params(ctx), max_new_tokens=over.max_new_tokens or rt.max_new_tokens)
+        om = run_overrefusal(benign, target, ctx.dir(f"safety/{label}") / "overrefusal", params, make_detector(),
+                             system_prompt=rt.eval.system_prompt, meta={"label": label})
+        summary.update({"overrefusal_prompts": len(benign), "overrefusal_rate": om["overall"]["rate"]})
+    return summary
 
 
 # -- align ---------------------------------------------------------------------------------------

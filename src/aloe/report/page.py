@@ -35,6 +35,7 @@ from aloe.report.results import (
     EvalRow,
     asr_cell,
     eval_rows,
+    judge_note,
     refusal_ci,
     setting_name,
 )
@@ -182,6 +183,18 @@ def _accuracy_chart(rows: list[EvalRow]) -> Markup:
     return tag("h3", "Accuracy per benchmark (%), by model and setting") + grouped_bars(benches, series, "accuracy per benchmark")
 
 
+def _stage2_chosen(run: Run) -> Markup:
+    """How many different safe answers stage 2 trained toward: one string would make an ASR drop
+    mean "learned to say this sentence"."""
+    st = run.redteam_pairs or {}
+    if "distinct_chosen" not in st:
+        return tag("p", "Stage 2: distinct chosen answers not recorded.", cls="note")
+    origin = ", ".join(f"{k} {v}" for k, v in (st.get("chosen_from") or {}).items())
+    return tag("p", join(["Stage 2 (red-team pairs): ", tag("span", st["distinct_chosen"], data_key="dpo|2|distinct_chosen"),
+                          f" distinct chosen answers over {st.get('pairs')} pairs (chosen from: {origin}); "
+                          f"rejected answers judged unsafe by `{st.get('judge', '?')}`."]), cls="note")
+
+
 def alignment(run: Run) -> Markup:
     parts = []
     if run.sft:
@@ -214,7 +227,8 @@ def alignment(run: Run) -> Markup:
                        "model), ranks the chosen response above the rejected one (TRL's rewards/accuracies; "
                        "all ties before training). Ranking accuracy: the policy itself gives the chosen response "
                        "the higher log-probability; DPO seldom flips it (Chen et al. 2024, \"Preference "
-                       "learning algorithms do not learn preference rankings\")."))
+                       "learning algorithms do not learn preference rankings\").")
+            + _stage2_chosen(run))
     else:
         parts.append(tag("h3", "DPO stages") + not_run("no align/metrics.json"))
     refusal = (run.align or {}).get("refusal") or {}
@@ -244,11 +258,15 @@ def safety(run: Run) -> Markup:
         files = join([link(run.rel(folder / f), f) for f in ("results.jsonl", "report.md") if (folder / f).is_file()], " · ")
         rows.append([label, Cell(c.get("n"), f"asr|{label}|overall|n"), c.get("unsafe"), c.get("undecided"),
                      Cell(pct(c.get("asr")), f"asr|{label}|overall|asr"), Cell(ci(c.get("ci95")), f"asr|{label}|overall|ci95"),
-                     files])
+                     Cell(judge_note(m), f"asr|{label}|overall|judge"), files])
+    judges = join([tag("li", join([tag("b", label), ": ", judge_note(m)])) for label, m in run.safety.items()])
     out = [join([_stage_note(run, f"safety_{x}") for x in labels]),
            tag("p", "Attack success rate (ASR, % of judged cases answered unsafely; lower is safer) with Wilson 95% "
                     "intervals. Prompts and responses are harmful text: they stay in the linked files.", cls="note"),
-           table(["model", "cases", "unsafe", "undecided", "ASR %", "95% CI", "files"], rows)]
+           table(["model", "cases", "unsafe", "undecided", "ASR %", "95% CI", "judged by", "files"], rows),
+           overrefusal_table(run),
+           tag("p", "Every ASR figure in this section, per model:") + tag("ul", judges),
+           judge_table(run)]
     styles = list(dict.fromkeys(s for m in run.safety.values() for s in (m.get("by_style") or {})))
     meta = {s: v for label in labels for s, v in run.styles.get(label, {}).items()}
     if styles:
@@ -270,6 +288,52 @@ def safety(run: Run) -> Markup:
             [[s] + [Cell(_asr(asr_cell(run.safety[label], "source", s)), f"asr|{label}|source|{s}") for label in labels]
              for s in sources])]
     return join(out)
+
+
+def judge_table(run: Run) -> Markup:
+    """The judges' measured agreement with human labels (`aloe redteam judge-eval`), as the run recorded it."""
+    judges = {(m.get("meta") or {}).get("judge"): (m.get("meta") or {}).get("judge_agreement")
+              for m in run.safety.values()}
+    rows = [[name, stem, Cell(pct(f.get("agreement")), f"judge|{name}|{stem}|agreement"), ci(f.get("agreement_ci95")),
+             Cell(num(f.get("kappa"), 2), f"judge|{name}|{stem}|kappa"), pct(f.get("precision")), pct(f.get("recall")),
+             pct(f.get("fpr")), f.get("decided"), agreement.get("fit_on") or "nothing fit"]
+            for name, agreement in judges.items() if name and agreement
+            for stem, f in (agreement.get("files") or {}).items()]
+    unmeasured = [name or "(not recorded)" for name, agreement in judges.items() if not name or not agreement]
+    parts = [tag("h3", "How the judges were measured")]
+    if rows:
+        parts.append(table(["judge", "human labels", "agreement %", "95% CI", "kappa", "precision %", "recall %",
+                            "FPR %", "pairs", "fit"], rows))
+    if unmeasured:
+        parts.append(tag("p", f"Agreement with human labels NOT measured for: {', '.join(unmeasured)} "
+                              "(aloe redteam judge-eval --judge SPEC --data-dir DIR --record).", cls="not-run"))
+    return join(parts)
+
+
+def overrefusal_table(run: Run) -> Markup:
+    """ASR beside over-refusal (benign prompts refused): safety bought by refusing everything shows here."""
+    if not run.overrefusal:
+        return tag("h3", "ASR and over-refusal") + not_run("no safety/<label>/overrefusal/metrics.json")
+    sets = list(dict.fromkeys(k for o in run.overrefusal.values() for k in (o.get("by_set") or {})))
+    rows = []
+    for label in dict.fromkeys([*run.safety, *run.overrefusal]):
+        o, c = run.overrefusal.get(label) or {}, asr_cell(run.safety.get(label) or {}) or {}
+        over = o.get("overall") or {}
+        agree = o.get("detector_agreement") or {}
+        detector = (f"{o.get('detector', '?')} ({pct(agree.get('agreement'))}% agreement, kappa "
+                    f"{agree['kappa']:.2f} on {agree.get('n')} XSTest completions)" if agree.get("kappa") is not None
+                    else f"{o.get('detector', '?')} (agreement NOT measured)") if o else "—"
+        rows.append([label, Cell(_asr(c) if c else "—", f"asr|{label}|overall|asr_ci"),
+                     Cell(f"{pct(over.get('rate'))} ({ci(over.get('ci95'))})" if over else "—",
+                          f"overrefusal|{label}|overall|rate"), over.get("n", "—")]
+                    + [Cell(f"{pct(cell.get('rate'))} ({ci(cell.get('ci95'))})", f"overrefusal|{label}|{k}|rate")
+                       if (cell := (o.get("by_set") or {}).get(k)) else "—" for k in sets] + [detector])
+    return (tag("h3", "ASR and over-refusal") +
+            tag("p", "Over-refusal: % of benign prompts (XSTest's safe prompts, alarming-sounding but legitimate "
+                     "medical questions) that the model refused, Wilson 95% intervals. Lower is better on both; a "
+                     "model that refuses everything has 0% ASR and 100% over-refusal.", cls="note") +
+            table(["model", "ASR % (95% CI)", "over-refusal % (95% CI)", "benign prompts"]
+                  + [f"{k} % (95% CI)" for k in sets] + ["refusals counted by"], rows))
 
 
 def bias_section(run: Run) -> Markup:

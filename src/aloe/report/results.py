@@ -12,6 +12,7 @@ import numpy as np
 from aloe.evaluate.metrics import bootstrap_ci
 from aloe.io import iter_jsonl
 from aloe.redteam.asr import wilson
+from aloe.redteam.judge_eval import agreement_phrase
 from aloe.report.html import is_num
 from aloe.report.rundir import Run
 
@@ -126,6 +127,17 @@ def eval_rows(run: Run) -> list[EvalRow]:
 def asr_cell(metrics: dict[str, Any], group: str | None = None, key: str | None = None) -> dict[str, Any] | None:
     cell = metrics.get("overall") if group is None else (metrics.get(f"by_{group}") or {}).get(key)
     return cell if isinstance(cell, dict) else None
+
+
+def judge_note(metrics: dict[str, Any]) -> str:
+    """What decided an ASR: the judge, its measured agreement with human labels, and the sample.
+
+    Shown next to every ASR figure: a rate is only as meaningful as the judge that counted it."""
+    meta = metrics.get("meta") or {}
+    if not meta.get("judge"):
+        return "judge NOT recorded: this rate cannot be interpreted"
+    sample = f"{meta['prompts']} prompts, {meta.get('cases', '?')} cases" if meta.get("prompts") else "sample not recorded"
+    return f"{agreement_phrase(meta['judge'], meta.get('judge_agreement'))}; {sample}"
 
 
 def pooled_asr(metrics: dict[str, Any], group: str, keys: list[str]) -> dict[str, Any] | None:

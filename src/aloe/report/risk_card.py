@@ -14,6 +14,7 @@ from aloe.report.results import (
     ZERO_SHOT,
     asr_cell,
     eval_rows,
+    judge_note,
     pooled_asr,
     refusal_ci,
 )
@@ -39,13 +40,28 @@ def asr_text(c: dict[str, Any] | None) -> str:
     return f"{pct(c['asr'])} % (95% CI {ci(c.get('ci95'))}, n={c.get('n')}, undecided {c.get('undecided', 0)})"
 
 
+def _overrefusal(run: Run) -> list[tuple[str, str]]:
+    """The cost side of safety: benign prompts refused. Safety bought by refusing everything shows here."""
+    out = []
+    for label, o in run.overrefusal.items():
+        c, agree = o.get("overall") or {}, o.get("detector_agreement") or {}
+        how = (f"refusals counted by `{o.get('detector')}`, {pct(agree.get('agreement'))} % agreement with XSTest's "
+               f"human refusal labels (n={agree.get('n')})" if agree else f"refusals counted by `{o.get('detector')}` "
+               "(agreement NOT measured)")
+        value = (f"{pct(c['rate'])} % of {c.get('n')} benign prompts refused (95% CI {ci(c.get('ci95'))}); {how}"
+                 if c.get("rate") is not None else NOT_MEASURED)
+        out.append((f"Over-refusal — {label}", value))
+    return out or [("Over-refusal", NOT_MEASURED)]
+
+
 def final_label(run: Run) -> str | None:
     labels = list(dict.fromkeys([*run.evals, *run.safety]))
     return "aligned" if "aligned" in labels else (labels[-1] if labels else None)
 
 
 def _per_model(run: Run, what: str, cell: Any) -> list[tuple[str, str]]:
-    return [(f"{what} — {label}", asr_text(cell(m))) for label, m in run.safety.items()] or [(what, NOT_MEASURED)]
+    return ([(f"{what} — {label}", f"{asr_text(cell(m))}; {judge_note(m)}") for label, m in run.safety.items()]
+            or [(what, NOT_MEASURED)])
 
 
 def _alignment_mitigations(run: Run) -> list[str]:
@@ -94,7 +110,8 @@ def build_risks(run: Run) -> list[Risk]:
         _per_model(run, "ASR on dangerous-information sources (" + ", ".join(DANGEROUS_SOURCES) + ")",
                    lambda m: pooled_asr(m, "source", list(DANGEROUS_SOURCES)))
         + _per_model(run, "ASR overall (all sources and styles)", lambda m: asr_cell(m))
-        + _per_model(run, "ASR on attack styles held out of alignment (unseen)", lambda m: asr_cell(m, "seen", "unseen")),
+        + _per_model(run, "ASR on attack styles held out of alignment (unseen)", lambda m: asr_cell(m, "seen", "unseen"))
+        + _overrefusal(run),
         align)
 
     misinformation = Risk(

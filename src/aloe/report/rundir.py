@@ -35,6 +35,8 @@ class Run:
     # label -> {"zero-shot": run_eval metrics, "strategies": strategy metrics}
     evals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     safety: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrefusal: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> safety/<label>/overrefusal
+    redteam_pairs: dict[str, Any] | None = None  # redteam_pairs/stats.json: the stage-2 pairs
     # label -> style -> {"seen": bool, "family": str}, from results.jsonl metadata
     styles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     bias: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -124,6 +126,9 @@ def load_run(root: str | Path) -> Run:
         if m := load(f"safety/{label}/metrics.json"):
             run.safety[label] = m
             run.styles[label] = _style_meta(run, run.root / "safety" / label / "results.jsonl")
+        if o := load(f"safety/{label}/overrefusal/metrics.json"):
+            run.overrefusal[label] = o
+    run.redteam_pairs = load("redteam_pairs/stats.json")
     return run
 
 

@@ -96,7 +96,7 @@ def medical_pairs(mcqs: list[MCQ], policy: Generator, teacher: Generator, s: Pre
 def safety_pairs(s: PreferenceSettings, policy: Generator, teacher: Generator) -> tuple[list[Preference], list[Any], dict[str, Any]]:
     """(pairs, held-out harmful prompts, stats)."""
     from aloe.redteam.judges import RefusalJudge
-    from aloe.redteam.pairs import REFUSAL_TEMPLATE, TEACHER_SYSTEM, risk_name
+    from aloe.redteam.pairs import TEACHER_SYSTEM, risk_name, safe_answer
     from aloe.redteam.prompts import load_prompts, sample_per_source, split_prompts
 
     prompts = load_prompts(s.safety_sources, s.safety_data_dir)
@@ -122,7 +122,7 @@ def safety_pairs(s: PreferenceSettings, policy: Generator, teacher: Generator) -
         elif i in from_teacher:
             chosen, came = from_teacher[i], "teacher"
         else:
-            chosen, came = REFUSAL_TEMPLATE.format(risk=risk_name(p)), "template"
+            chosen, came = safe_answer(p, p.id), "template"
         origin[came] += 1
         pairs.append(Preference(id=f"safety-{p.id}", prompt=convs[i], chosen=chosen, rejected=responses[i],
                                 source=f"safety/{p.source}", meta={"category": p.category, "chosen_from": came}))

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aloe.infer.config import DEFAULT_EMBEDDING_MODEL, InferConfig
-from aloe.infer.embeddings import MAX_TOKENS, DenseIndex, content_key
+from aloe.infer.config import InferConfig
 from aloe.infer.rag.corpus import chunk_passages, read_passages
 from aloe.infer.rag.fusion import reciprocal_rank_fusion
 from aloe.io import iter_jsonl, write_json, write_jsonl
+from aloe.models.embeddings import DEFAULT_EMBEDDING_MODEL, MAX_TOKENS, DenseIndex, content_key
 from aloe.records import Passage
 
 log = logging.getLogger(__name__)

