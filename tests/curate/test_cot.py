@@ -97,7 +97,7 @@ def test_teacher_that_keeps_failing_does_not_crash_or_lose_finished_work(serve_t
     script = {i.mcq.question: [i.mcq.answer] for i in items}  # type: ignore[union-attr]
     q = list(script)
     teacher = serve_teacher(script=script, faults={q[3]: [500] * 50})
-    cfg = _cfg(f"openai:{teacher.url}", concurrency=1, max_retries=2)
+    cfg = _cfg(f"openai:{teacher.url}", concurrency=1, max_retries=2, on_teacher_error="continue")
     step = SynthesiseCoT(cfg, tmp_path / "cache")
     out = step(items)  # no exception: the failure is counted and reported
     assert step.summary["error"] and "gave up" in step.summary["error"]

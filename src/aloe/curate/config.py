@@ -83,6 +83,12 @@ class CotConfig(_Strict):
     max_new_tokens: int = Field(384, ge=8)
     min_chain_words: int = Field(20, ge=0)
     seed: int = 0
+    # A teacher request that fails after its retries: `fail` stops the stage with the count of items
+    # left (answered ones stay cached, so a rerun asks only for the rest); `continue` drops those items
+    # and records them in the data card.
+    on_teacher_error: Literal["fail", "continue"] = "fail"
+    # fewer verified chains than this fails the stage, whatever the teacher errors
+    min_verified: int = Field(0, ge=0)
     # HTTP teachers: parallel requests, per-request time-out, retries with exponential backoff
     concurrency: int = Field(8, ge=1)
     timeout: float = Field(120.0, gt=0)

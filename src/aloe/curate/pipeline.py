@@ -5,6 +5,10 @@ synthesis -> templates -> mix; each counts, per source, what came in, what it dr
 changed or added, and what went out, and the card checks that one step's output is the next one's
 input. The dataset folder holds train.jsonl and validation.jsonl of Conversation records, which
 `datasets.load_dataset("json", data_dir=...)` (or `load_dataset(folder)`) reads as two splits.
+
+When CoT synthesis falls short of its policy (teacher errors under `cot.on_teacher_error: fail`, or
+fewer chains than `cot.min_verified`) the stage raises and writes no dataset; the chains verified so
+far go to cot_partial.jsonl, and every teacher answer is in the completion cache for the rerun.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from tqdm.auto import tqdm
 
 from aloe.curate.clean import Clean
 from aloe.curate.config import CurateConfig
-from aloe.curate.cot import SynthesiseCoT
+from aloe.curate.cot import CotFailed, SynthesiseCoT
 from aloe.curate.decontam import Decontaminate
 from aloe.curate.dedup import ExactDedup, NearDedup
 from aloe.curate.items import Item, Step
@@ -57,11 +61,18 @@ def curate(cfg: CurateConfig, out_dir: str | Path, data_dir: str | Path | None =
     mix = Mix(cfg.mix)
     steps += [decontam, cot, Templates(cfg.templates), mix]
     timings = {}
+    partial = out / "cot_partial.jsonl"
     for step in steps:
         t = time.perf_counter()
-        items = step(items)
+        try:
+            items = step(items)
+        except CotFailed as e:
+            write_jsonl(partial, (i.to_dict() for i in cot.verified))
+            e.add_note(f"the {len(cot.verified)} chains verified so far: {partial}")
+            raise
         timings[step.name] = round(time.perf_counter() - t, 2)
         log.info("%s: %d items", step.name, len(items))
+    partial.unlink(missing_ok=True)  # a resumed run that got through supersedes it
     convs = [to_conversation(i) for i in items]
     train, val = split(items, cfg.mix.validation_fraction, cfg.mix.seed)
     ds_dir = out / "dataset"
@@ -153,7 +164,10 @@ def render_card(card: dict[str, Any]) -> str:
     md += ["## Chain-of-thought synthesis", "",
            f"teacher `{cot.get('teacher', '-')}`: {cot.get('verified', 0)} of {cot.get('attempted', 0)} MCQs got a "
            f"chain whose final answer matches gold (by try: {json.dumps(cot.get('verified_at_try', {}))}); "
-           f"the rest were dropped." + (f" Teacher error: {cot['error']}" if cot.get("error") else ""), ""]
+           f"dropped: {cot.get('never_matched', 0)} that never did, {cot.get('failed', 0)} with no answer from the "
+           f"teacher ({cot.get('answered', 0)} of {cot.get('requests', 0)} requests answered). Policy: "
+           f"on_teacher_error `{cot['on_teacher_error']}`, min_verified {cot['min_verified']}."
+           + (f" Teacher error: {cot['error']}" if cot.get("error") else ""), ""]
     if card["tokens"]:
         tk = card["tokens"]
         md += [f"## Tokens ({tk['tokenizer']}, chat template applied)", "",

@@ -2,17 +2,19 @@
 
 Standard library only, so a teacher or judge behind HTTP costs no extra dependency. Requests run
 on a bounded thread pool; 429, 5xx, connection errors and time-outs are retried with exponential
-backoff and jitter, honouring Retry-After. A request that still fails after every retry raises,
-and the completions finished before it have already been handed to `on_done` (and so cached).
+backoff and jitter, honouring Retry-After. A request that still fails after every retry does not
+stop the others: every completion is handed to `on_done` (and so cached) as it arrives, and the
+batch raises at the end, naming how many requests failed. Only when `DOWN_AFTER` requests fail in a
+row (the server looks down) are the requests not yet sent cancelled.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +29,9 @@ from aloe.models.generator import GenParams, Messages
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# Requests failed in a row, each after all its retries, that mean the server is down (or a pool's
+# worth, when more run at once): the rest of the batch is not sent.
+DOWN_AFTER = 8
 
 
 class OpenAIError(RuntimeError):
@@ -68,7 +73,7 @@ class OpenAIChat:
                         wait = max(wait, float(ra))
                     except ValueError:
                         pass
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
+            except (OSError, http.client.HTTPException, json.JSONDecodeError) as e:  # URLError, time-outs, IncompleteRead
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.max_retries:
                 log.info("retrying %s in %.1fs after %s", self.base_url, wait, last)
@@ -89,18 +94,37 @@ class OpenAIChat:
     def chat(self, conversations: Sequence[Messages], params: GenParams,
              on_done: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
         out: list[str] = [""] * len(conversations)
+        failures: list[str] = []
+        in_a_row, down_after = 0, max(DOWN_AFTER, self.max_concurrency)
         with ThreadPoolExecutor(self.max_concurrency) as pool, \
                 tqdm(total=len(conversations), desc=self.model, disable=not self.progress, leave=False) as bar:
             futures = {pool.submit(self._complete, list(c), params): i for i, c in enumerate(conversations)}
             try:
                 for fut in as_completed(futures):
+                    if fut.cancelled():
+                        continue
                     i = futures[fut]
-                    out[i] = fut.result()
-                    if on_done is not None:
-                        on_done([i], [out[i]])
+                    try:
+                        out[i] = fut.result()
+                    except OpenAIError as e:
+                        failures.append(str(e).removeprefix(f"{self.base_url}: "))
+                        in_a_row += 1
+                        if in_a_row == down_after:
+                            for f in futures:
+                                f.cancel()
+                    else:
+                        in_a_row = 0
+                        if on_done is not None:
+                            on_done([i], [out[i]])
                     bar.update(1)
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
+        if failures:
+            unsent = sum(f.cancelled() for f in futures)
+            raise OpenAIError(
+                f"{self.base_url}: {len(failures) + unsent} of {len(conversations)} requests failed"
+                + (f" ({unsent} not sent after {down_after} failures in a row)" if unsent else "")
+                + f"; first error: {failures[0]}")
         return out

@@ -6,6 +6,7 @@ downstream and nothing else. Completion is marked by `<stage>/_stage.json`, writ
 atomically; a folder without it is never trusted. A stage that was killed resumes in place when its
 hash is unchanged (the stages keep their own checkpoints and completion caches), and starts from an
 empty folder when its hash changed. `manifest.json` is rewritten after every stage transition.
+A run holds the run directory's lock (`lock.py`) throughout, so two runs can never interleave there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.io import read_json, write_json
+from aloe.recipe.lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 MARKER = "_stage.json"
@@ -173,7 +175,10 @@ class Runner:
         write_json(self.run_dir / "manifest.json", m)
 
     def run(self, selected: Sequence[StageSpec]) -> dict[str, Any]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(self.run_dir):
+            return self._run(selected)
+
+    def _run(self, selected: Sequence[StageSpec]) -> dict[str, Any]:
         m = self._manifest()
         rows = {r["name"]: r for r in m["stages"]}
         chosen = [s.name for s in selected]

@@ -77,7 +77,12 @@ def curate_inputs(ctx: Context) -> list[Path]:
 def run_curate(ctx: Context) -> dict[str, Any]:
     from aloe.curate.pipeline import curate
 
-    curate(ctx.recipe.curate, ctx.dir("curate"), ctx.data_dir)
+    cfg = ctx.recipe.curate
+    if not cfg.cot.cache_dir:
+        # The run's cache, not the stage folder: a changed curate setting reruns the stage, which
+        # clears its folder, and the teacher answers already paid for must survive that.
+        cfg = cfg.model_copy(update={"cot": cfg.cot.model_copy(update={"cache_dir": str(ctx.run_dir / "cache" / "curate")})})
+    curate(cfg, ctx.dir("curate"), ctx.data_dir)
     card = read_json(ctx.dir("curate") / "data_card.json")
     return {"train": card["splits"]["train"], "validation": card["splits"]["validation"],
             "by_group": card["by_group"], "cot_verified": card["cot"].get("verified", 0),

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from aloe.train.config import TrainCommon
+
+log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "aloe-train-complete.json"
 CHATML = (
@@ -99,11 +103,65 @@ def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
     return args
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # transformers' own pattern: `.incomplete` folders never match
+# Full or LoRA weights, whole or sharded; FSDP writes pytorch_model_fsdp* instead
+_WEIGHTS = {"model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "adapter_model.bin",
+            "pytorch_model.bin", "pytorch_model.bin.index.json"}
 
+
+def _saved_step(state_file: Path) -> int | None:
+    try:
+        return int(json.loads(state_file.read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def checkpoint_missing(ckpt: Path, step: int) -> list[str]:
+    """What `checkpoint-<step>` lacks to be resumed from; empty when complete.
+
+    Trainer._save_checkpoint writes the weights, then the optimizer and scheduler state, then
+    trainer_state.json last, none of them atomically: a kill mid-save leaves a folder that
+    `get_last_checkpoint` would still pick, and the Trainer then fails on it ("Can't find a valid
+    checkpoint") or, without optimizer.pt/scheduler.pt, silently resumes with a fresh optimizer.
+    """
+    try:
+        names = {p.name for p in ckpt.iterdir()}
+    except FileNotFoundError:  # moved aside by the main process of a distributed run meanwhile
+        return ["the folder"]
+    # DeepSpeed keeps weights, optimizer and scheduler together in global_step<N>/
+    deepspeed = any(n.startswith("global_step") for n in names)
+    weights = bool(names & _WEIGHTS) or any(n.startswith("pytorch_model_fsdp") for n in names)
+    checks = (
+        ("model weights", deepspeed or weights),
+        ("optimizer state", deepspeed or any(n.startswith("optimizer") for n in names)),  # .pt, .bin, optimizer_0/
+        ("scheduler.pt", deepspeed or "scheduler.pt" in names),
+        (f"trainer_state.json at step {step}", _saved_step(ckpt / "trainer_state.json") == step),
+    )
+    return [what for what, present in checks if not present]
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete checkpoint under <output_dir>/checkpoints (None: start from scratch).
+
+    Newer incomplete ones, saves cut short by a kill, are skipped with a warning and moved aside to
+    `checkpoint-N.incomplete`, so that the resumed run's own save of step N starts in an empty folder;
+    the Trainer's `save_total_limit` rotation later deletes them like any older checkpoint.
+    """
     ckpts = Path(output_dir) / "checkpoints"
-    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+    found = sorted(((int(m.group(1)), p) for p in ckpts.glob("checkpoint-*")
+                    if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
+    for step, path in found:
+        missing = checkpoint_missing(path, step)
+        if not missing:
+            return str(path)
+        aside = path.with_name(f"{path.name}.incomplete")
+        log.warning("%s is incomplete (no %s): a save cut short; skipped and moved aside to %s", path,
+                    ", ".join(missing), aside.name)
+        # every rank of a distributed run looks; only the main one moves, the others merely skip it
+        if os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+    return None
 
 
 def save_final(trainer: Any, final_dir: str | Path, metrics: dict[str, Any]) -> Path:
