@@ -16,19 +16,41 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """One training-side source: a file (relative to the data dir) or a hub dataset, and its format."""
+    """One training-side source and its format: a file or a folder of shards (relative to the data
+    dir), or a hub dataset (`format: hub`, `dataset: ORG/NAME`), streamed either way."""
 
     name: str
     format: str
-    path: str
+    # a file; the jsonl/parquet/arrow formats also take a folder of shards. For `hub`, the dataset id
+    # (filled in from `dataset`), so plans and cards show every source's location the same way.
+    path: str = ""
+    # hub sources only
+    dataset: str | None = None
+    config: str | None = None
+    split: str | None = None
     group: Group = "medical"
     limit: int | None = Field(None, ge=1)
-    # format-specific options, e.g. {split: train} for pubmedqa, {split: train, config: en} for hub
+    # format-specific options, e.g. {split: train} for pubmedqa, {answer_base: 1} for generic MCQs
     options: dict[str, Any] = Field(default_factory=dict)
-    # generic formats: which column holds what (prompt/response, messages, or question/options/answer)
-    columns: dict[str, str] = Field(default_factory=dict)
+    # generic formats: which column holds what (messages; prompt/response or question/answer; or
+    # question/options/answer, where options may list one column per option, e.g. [opa, opb, opc, opd])
+    columns: dict[str, str | list[str]] = Field(default_factory=dict)
     # MCQs of this source may be sent to the CoT teacher
     cot: bool = False
+
+    @model_validator(mode="after")
+    def _location(self) -> SourceConfig:
+        if self.format == "hub":
+            # a dumped config carries `path` == `dataset`; it must validate again unchanged
+            if not self.dataset or self.path not in ("", self.dataset):
+                raise ValueError(f"source {self.name!r}: format hub needs `dataset: ORG/NAME` (and no other `path`)")
+            self.path = self.dataset
+        elif not self.path or self.dataset or self.config or self.split:
+            raise ValueError(f"source {self.name!r}: format {self.format!r} reads `path`; "
+                             "`dataset`, `config` and `split` belong to format hub")
+        if any(isinstance(v, list) for k, v in self.columns.items() if k != "options"):
+            raise ValueError(f"source {self.name!r}: only `columns.options` may list several columns")
+        return self
 
 
 class CleanConfig(_Strict):

@@ -9,7 +9,9 @@ on at least `threshold` of the permutations, and connected components keep their
 
 Every piece is a pure function of a batch (signatures, band keys) or of one bucket (pairs), so the
 same step runs on Ray Data (`engine: ray`): batches are signed in parallel, buckets are formed by a
-distributed group-by, and only the edge list reaches the driver. Same seed -> same result, either way.
+distributed group-by and verified where they lie, and only a spanning forest of each bucket's verified
+pairs (at most one edge per dropped document and band) reaches the driver: no text, no signature.
+Same seed -> same result, either way.
 """
 
 from __future__ import annotations
@@ -187,6 +189,17 @@ def candidate_pairs(keys: np.ndarray, sig: np.ndarray | None, threshold: float |
     return unique_pairs(kept)
 
 
+def forest_edges(pairs: np.ndarray) -> np.ndarray:
+    """(root, member) edges with the same connected components as `pairs`, one per non-root member.
+
+    A bucket of k copies of one boilerplate text verifies k(k-1)/2 pairs; k-1 edges say the same."""
+    if not len(pairs):
+        return pairs
+    nodes = np.unique(pairs)
+    drop = duplicates_to_drop(len(nodes), np.searchsorted(nodes, pairs))
+    return np.array([[nodes[root], nodes[i]] for i, root in drop.items()], dtype=np.int64)
+
+
 def duplicates_to_drop(n: int, pairs: np.ndarray) -> dict[int, int]:
     """{dropped index: kept index}: each connected component keeps its smallest index."""
     parent = list(range(n))
@@ -225,11 +238,14 @@ class NearDedupIndex:
 
 
 def ray_dataset_pairs(ds: Any, cfg: DedupConfig, text: str = "text", idx: str = "idx") -> np.ndarray:
-    """Duplicate pairs of a Ray Dataset with a text column and an integer id column.
+    """Duplicate edges of a Ray Dataset with a text column and an integer id column: not every
+    verified pair, but edges with the same connected components, so `duplicates_to_drop` over them
+    gives what it gives over NearDedupIndex.pairs.
 
-    Signatures are computed per batch on the workers; buckets are formed by a distributed group-by
-    on (band, key); only verified edges come back to the driver. So a corpus read lazily with
-    `ray.data.read_json(...)` never has to fit in one process.
+    Signatures and band keys are computed per batch on the workers; buckets are formed by a
+    distributed group-by on (band, key) and verified there; only each bucket's spanning forest of
+    (i, j) ids comes back to the driver. So a corpus read lazily with `ray.data.read_json(...)`
+    never has to fit in one process.
     """
     index = NearDedupIndex(cfg)
     hasher, bands, rows = index.hasher, index.bands, index.rows
@@ -248,7 +264,8 @@ def ray_dataset_pairs(ds: Any, cfg: DedupConfig, text: str = "text", idx: str = 
             sig = np.stack(group["sig"])[order]
             a, b = np.triu_indices(len(ids), 1)
             pairs = agreeing(pairs, sig[a], sig[b], cfg.threshold)
-        return {"i": pairs[:, 0], "j": pairs[:, 1]}
+        edges = forest_edges(pairs)
+        return {"i": edges[:, 0], "j": edges[:, 1]}
 
     signed = ds.map_batches(sign, batch_size=cfg.batch_size, batch_format="numpy")
     edges = signed.groupby(["band", "key"], num_partitions=cfg.ray_partitions).map_groups(
@@ -259,7 +276,7 @@ def ray_dataset_pairs(ds: Any, cfg: DedupConfig, text: str = "text", idx: str = 
 
 
 def ray_pairs(texts: Sequence[str], cfg: DedupConfig) -> np.ndarray:
-    """The same pairs as NearDedupIndex.pairs, computed on Ray Data (starts a local Ray if none)."""
+    """Edges with the components of NearDedupIndex.pairs, on Ray Data (starts a local Ray if none)."""
     import ray
 
     if not ray.is_initialized():

@@ -4,10 +4,15 @@ Formats are a registry (name -> reader). MCQ formats reuse the benchmark loaders
 file is read exactly as the MedQA test split is; QA pairs and dialogues become chats directly.
 Paths are relative to a data directory laid out like ../shared/data; the package ships small slices
 in that layout (src/aloe/data/curate) for the demo and the tests.
+
+Corpus-scale sources are streamed, never loaded whole: the generic formats (jsonl, parquet, arrow)
+take a file or a folder of shards and read them row batch by row batch, and `hub` datasets come
+through `datasets.load_dataset(..., streaming=True)`, so a `limit` reads only that many rows.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
@@ -16,7 +21,7 @@ from typing import Any
 
 from aloe.curate.config import SourceConfig
 from aloe.curate.items import Item
-from aloe.io import RecordError, iter_jsonl, read_json, require_file
+from aloe.io import RecordError, iter_jsonl, read_json
 from aloe.records import LETTERS, MCQ
 
 PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data" / "curate"
@@ -24,7 +29,7 @@ PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data" / "curate"
 Reader = Callable[[Path, SourceConfig], Iterator[Item]]
 
 
-def _text(path: Path, where: str | int, rec: Mapping[str, Any], key: str) -> str:
+def _text(path: str | Path, where: str | int, rec: Mapping[str, Any], key: str) -> str:
     val = rec.get(key)
     if not isinstance(val, str) or not val.strip():
         raise RecordError(path, where, key, "missing, empty or not text")
@@ -68,23 +73,32 @@ def read_alpaca(path: Path, src: SourceConfig) -> Iterator[Item]:
                     system=instruction if src.options.get("instruction_as_system", True) else None)
 
 
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _turns(path: str | Path, where: str | int, field: str, turns: Any) -> list[dict[str, str]]:
+    """Chat turns as {role, content}, or ShareGPT's {from: human|gpt|system, value}, to messages."""
+    if not isinstance(turns, list) or not turns:
+        raise RecordError(path, where, field, "missing or empty")
+    msgs = []
+    for j, t in enumerate(turns):
+        role = (t.get("role") or t.get("from")) if isinstance(t, Mapping) else None
+        text = t.get("content", t.get("value")) if isinstance(t, Mapping) else None
+        if role not in _ROLES or not isinstance(text, str):
+            raise RecordError(path, where, f"{field}[{j}]", f"unknown role {role!r} or no text")
+        msgs.append({"role": _ROLES[role], "content": text})
+    return msgs
+
+
 def read_ultramedical(path: Path, src: SourceConfig) -> Iterator[Item]:
     """UltraMedical JSON list {id, type, conversations [{from: human|gpt, value}]}."""
     data = read_json(path)
     if not isinstance(data, list):
         raise RecordError(path, None, None, "expected a JSON list")
-    roles = {"human": "user", "gpt": "assistant", "system": "system"}
     for i, rec in enumerate(data):
         turns = rec.get("conversations") if isinstance(rec, dict) else None
-        if not isinstance(turns, list) or not turns:
-            raise RecordError(path, i, "conversations", "missing or empty")
-        msgs = []
-        for j, t in enumerate(turns):
-            if t.get("from") not in roles or not isinstance(t.get("value"), str):
-                raise RecordError(path, i, f"conversations[{j}]", f"unknown role {t.get('from')!r} or no text")
-            msgs.append({"role": roles[t["from"]], "content": t["value"]})
-        yield Item(id=f"{src.name}-{rec.get('id', i)}", source=src.name, group=src.group, messages=msgs,
-                   meta={"type": rec.get("type")})
+        yield Item(id=f"{src.name}-{rec.get('id', i)}", source=src.name, group=src.group,
+                   messages=_turns(path, i, "conversations", turns), meta={"type": rec.get("type")})
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -111,59 +125,150 @@ def _mcq_reader(loader: str) -> Reader:
     return read
 
 
-def _rows_to_items(path: Path | str, src: SourceConfig, rows: Iterator[tuple[int | str, Mapping[str, Any]]]) -> Iterator[Item]:
-    """Generic rows mapped through `columns`: messages, or prompt/response[/system], or question/options/answer."""
-    cols = src.columns
+Rows = Iterator[tuple[int, Mapping[str, Any]]]
+_ROW_BATCH = 1024  # rows decoded at a time from a parquet/arrow shard
+
+
+def _layout(src: SourceConfig) -> str:
+    cols = set(src.columns)
+    if "messages" in cols:
+        return "messages"
+    if {"question", "options", "answer"} <= cols:
+        return "mcq"
+    if {"prompt", "response"} <= cols or {"question", "answer"} <= cols:
+        return "chat"
+    raise ValueError(f"source {src.name!r}: columns must name `messages`, or `prompt` and `response` (or "
+                     f"`question` and `answer`), or `question`, `options` and `answer`; got {sorted(cols)}")
+
+
+def _rows_to_items(path: str | Path, src: SourceConfig, rows: Rows, id_prefix: str = "") -> Iterator[Item]:
+    """Generic rows mapped through `columns`; `path` and the row number locate a bad row in errors.
+
+    Ids come from the `id` column, else from the row number behind `id_prefix` (the shard's name)."""
+    cols, layout = src.columns, _layout(src)
     for where, row in rows:
-        rid = str(row.get(cols["id"], where)) if "id" in cols else str(where)
-        if "messages" in cols:
-            msgs = row.get(cols["messages"])
-            if not isinstance(msgs, list) or not all(isinstance(m, Mapping) and {"role", "content"} <= set(m) for m in msgs):
-                raise RecordError(path, where, cols["messages"], "expected a list of {role, content}")
+        key = row.get(str(cols["id"])) if "id" in cols else None
+        rid = str(key) if key is not None else f"{id_prefix}{where}"
+        if layout == "messages":
             yield Item(id=f"{src.name}-{rid}", source=src.name, group=src.group,
-                       messages=[{"role": m["role"], "content": m["content"]} for m in msgs])
-        elif {"prompt", "response"} <= set(cols):
-            system = row.get(cols["system"]) if "system" in cols else None
-            yield _chat(src, rid, _text(Path(path), where, row, cols["prompt"]),
-                        _text(Path(path), where, row, cols["response"]), system=system)
-        elif {"question", "options", "answer"} <= set(cols):
-            opts = row.get(cols["options"])
-            if isinstance(opts, list):
-                opts = {LETTERS[k]: str(t) for k, t in enumerate(opts)}
-            if not isinstance(opts, Mapping):
-                raise RecordError(path, where, cols["options"], "expected a list or a letter -> text object")
-            answer = row.get(cols["answer"])
-            if isinstance(answer, int):
-                answer = LETTERS[answer - int(src.options.get("answer_base", 0))]
-            try:
-                mcq = MCQ(id=rid, question=_text(Path(path), where, row, cols["question"]), options=dict(opts),
-                          answer=str(answer), source=src.name)
-            except ValueError as e:
-                field, _, problem = str(e).partition(": ")
-                raise RecordError(path, where, field, problem) from None
-            yield _mcq_item(src, mcq)
+                       messages=_turns(path, where, str(cols["messages"]), row.get(str(cols["messages"]))))
+        elif layout == "chat":
+            system = row.get(str(cols["system"])) if "system" in cols else None
+            prompt, response = ("prompt", "response") if "prompt" in cols else ("question", "answer")
+            yield _chat(src, rid, _text(path, where, row, str(cols[prompt])),
+                        _text(path, where, row, str(cols[response])), system=system)
         else:
-            raise ValueError(f"source {src.name!r}: columns must name `messages`, or `prompt` and `response`, "
-                             f"or `question`, `options` and `answer`; got {sorted(cols)}")
+            yield _mcq_item(src, _row_mcq(path, where, row, src, rid))
 
 
-def read_jsonl(path: Path, src: SourceConfig) -> Iterator[Item]:
-    return _rows_to_items(path, src, iter_jsonl(path))
+def _row_mcq(path: str | Path, where: int, row: Mapping[str, Any], src: SourceConfig, rid: str) -> MCQ:
+    cols = src.columns
+    if isinstance(cols["options"], list):  # one column per option (MedMCQA's opa..opd)
+        opts: Any = {LETTERS[k]: _text(path, where, row, c) for k, c in enumerate(cols["options"])}
+    else:
+        opts = row.get(cols["options"])
+    if isinstance(opts, list):
+        opts = {LETTERS[k]: str(t) for k, t in enumerate(opts)}
+    if not isinstance(opts, Mapping):
+        raise RecordError(path, where, str(cols["options"]), "expected a list or a letter -> text object")
+    answer = row.get(str(cols["answer"]))
+    if answer is None:
+        raise RecordError(path, where, str(cols["answer"]), "missing")
+    if isinstance(answer, int):
+        answer = LETTERS[answer - int(src.options.get("answer_base", 0))]
+    try:
+        return MCQ(id=rid, question=_text(path, where, row, str(cols["question"])), options=dict(opts),
+                   answer=str(answer), source=src.name)
+    except ValueError as e:
+        field, _, problem = str(e).partition(": ")
+        raise RecordError(path, where, field, problem) from None
 
 
-def read_parquet(path: Path, src: SourceConfig) -> Iterator[Item]:
+def _shards(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """A file as is; a folder's files with these suffixes, in name order (shard order)."""
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    if not files:
+        raise FileNotFoundError(f"no {' / '.join(suffixes)} files under {path}")
+    return files
+
+
+def _numbered(batches: Iterator[Any]) -> Rows:
+    """Rows of Arrow record batches, numbered from 1 within their file like JSONL lines."""
+    n = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+
+
+def _parquet_rows(path: Path) -> Rows:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(require_file(path))
-    return _rows_to_items(path, src, enumerate(table.to_pylist(), 1))
+    with pq.ParquetFile(path) as f:
+        yield from _numbered(f.iter_batches(batch_size=_ROW_BATCH))
+
+
+def _arrow_rows(path: Path) -> Rows:
+    """Arrow IPC, file or stream layout (`datasets` writes streams), memory-mapped batch by batch."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as mm:
+        try:
+            reader = pa.ipc.open_file(mm)
+            batches: Iterator[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            mm.seek(0)
+            batches = iter(pa.ipc.open_stream(mm))
+        yield from _numbered(batches)
+
+
+def _local_reader(suffixes: tuple[str, ...], rows: Callable[[Path], Rows], doc: str) -> Reader:
+    def read(path: Path, src: SourceConfig) -> Iterator[Item]:
+        for f in _shards(path, suffixes):
+            # row numbers restart in every shard: the shard's name keeps default ids unique
+            prefix = "" if f == path else f"{f.relative_to(path).as_posix()}:"
+            yield from _rows_to_items(f, src, rows(f), prefix)
+    read.__doc__ = doc
+    return read
+
+
+def _offline() -> bool:
+    from datasets import config
+
+    return config.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _unavailable(src: SourceConfig, err: Exception) -> ConnectionError:
+    from datasets import config
+
+    how = ("HF_HUB_OFFLINE is set, so only the local cache is read" if _offline()
+           else "the hub could not be reached and it is not in the local cache")
+    return ConnectionError(f"source {src.name!r}: hub dataset {src.dataset!r} (config {src.config!r}, split "
+                           f"{src.split or 'train'!r}) is unavailable: {how} ({config.HF_DATASETS_CACHE}). "
+                           f"Download it once online, or point the source at a local copy. Cause: {err}")
 
 
 def read_hub(path: Path, src: SourceConfig) -> Iterator[Item]:
-    """A hub dataset id in `path` (needs a connection or a warm hub cache); options: config, split."""
+    """A hub dataset, streamed: rows arrive as they are read, from the hub or the warm local cache."""
     from datasets import load_dataset
+    from datasets.exceptions import DatasetsError
 
-    ds = load_dataset(str(path), src.options.get("config"), split=src.options.get("split", "train"))
-    return _rows_to_items(f"hub:{path}", src, enumerate(ds))
+    split = src.split or "train"
+    try:
+        ds = load_dataset(str(src.dataset), src.config, split=split, streaming=True)
+    except (OSError, DatasetsError) as e:
+        raise _unavailable(src, e) from e
+
+    def rows() -> Rows:
+        try:  # a stream fetches its shards lazily, so the network can fail here too
+            yield from enumerate(ds, 1)
+        except (OSError, DatasetsError) as e:
+            raise _unavailable(src, e) from e
+
+    label = f"hub:{src.dataset}" + (f"/{src.config}" if src.config else "") + f"[{split}]"
+    return _rows_to_items(label, src, rows())
 
 
 READERS: dict[str, Reader] = {
@@ -177,24 +282,30 @@ READERS: dict[str, Reader] = {
     "headqa": _mcq_reader("headqa"),
     "aloe_json": _mcq_reader("aloe_json"),
     "mmlu_csv": _mcq_reader("mmlu_csv"),
-    "jsonl": read_jsonl,
-    "parquet": read_parquet,
+    "jsonl": _local_reader((".jsonl", ".jsonl.gz"), iter_jsonl, "JSONL rows: a file or a folder of shards."),
+    "parquet": _local_reader((".parquet",), _parquet_rows, "Parquet rows: a file or a folder of shards."),
+    "arrow": _local_reader((".arrow",), _arrow_rows, "Arrow IPC rows: a file or a folder of shards."),
     "hub": read_hub,
 }
 
 
 def source_path(src: SourceConfig, data_dir: Path | None = None) -> Path:
-    """Where a source's file lies: relative to the data dir (default: the packaged slices); a hub id as is."""
+    """Where a source lies: relative to the data dir (default: the packaged slices); a hub id as is."""
     return Path(src.path) if src.format == "hub" else (data_dir or PACKAGED_DATA) / src.path
 
 
-def load_source(src: SourceConfig, data_dir: Path | None = None) -> list[Item]:
+def iter_source(src: SourceConfig, data_dir: Path | None = None) -> Iterator[Item]:
+    """A source's items as they are read, at most `limit` of them."""
     if src.format not in READERS:
         raise ValueError(f"source {src.name!r}: unknown format {src.format!r}; known: {', '.join(READERS)}")
     path = source_path(src, data_dir)
-    if src.format != "hub":
-        require_file(path, f"source {src.name!r} file")
-    return list(islice(READERS[src.format](path, src), src.limit))
+    if src.format != "hub" and not path.exists():
+        raise FileNotFoundError(f"source {src.name!r} file (or folder) not found: {path}")
+    return islice(READERS[src.format](path, src), src.limit)
+
+
+def load_source(src: SourceConfig, data_dir: Path | None = None) -> list[Item]:
+    return list(iter_source(src, data_dir))
 
 
 def read_items(path: str | Path) -> list[Item]:

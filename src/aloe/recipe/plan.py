@@ -86,8 +86,9 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
             if src.format == "hub":
                 out.append(_check("warn", f"curate source {src.name}", f"hub dataset {src.path}: needs network"))
             else:
-                out.append(_check("ok" if p.is_file() else "error", f"curate source {src.name}",
-                                  f"{p}: {'found' if p.is_file() else 'missing'}"))
+                # a folder of shards (parquet, arrow, jsonl) is a source too
+                out.append(_check("ok" if p.exists() else "error", f"curate source {src.name}",
+                                  f"{p}: {'found' if p.exists() else 'missing'}"))
         if recipe.curate.cot.enabled and recipe.curate.cot.max_items:
             out.append(check_model("curate.cot.teacher", recipe.curate.cot.teacher))
     for what, spec in (("preferences.teacher", (recipe.preferences or {}).get("teacher")),
