@@ -22,7 +22,7 @@ def test_shipped_accelerate_configs_parse(name, kind):
 
 
 def test_unknown_accelerate_config_lists_known_ones():
-    with pytest.raises(FileNotFoundError, match="known: fsdp, zero3"):
+    with pytest.raises(FileNotFoundError, match="known: ddp, fsdp, zero3"):
         accelerate_config_path("nope")
 
 

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "accelerate"
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, helptext in (("sft", "supervised fine-tuning (full / LoRA / QLoRA, packing)"),
@@ -22,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (VALUE parsed as YAML), e.g. --set max_steps=20")
         p.add_argument("--accelerate-config", metavar="NAME",
-                       help="launch through `accelerate launch` with configs/accelerate/NAME.yaml (or a path)")
+                       help="launch through `accelerate launch` with a packaged config "
+                            "(ddp, fsdp, zero3: aloe/configs/accelerate/NAME.yaml) or a path to one")
         p.set_defaults(func=run, stage=name)
     p = sub.add_parser("preferences", help="build stage-1 preference pairs (medical, safety, HH-RLHF)")
     p.add_argument("config", help="YAML config, or a recipe with a `preferences:` section")
@@ -30,12 +29,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, stage="preferences", accelerate_config=None)
 
 
+def packaged_accelerate_configs() -> dict[str, Path]:
+    """The accelerate configs shipped in aloe.configs, by name."""
+    from importlib.resources import files
+
+    # aloe is installed as files on disk (setuptools, regular or editable), so the resources are
+    # real paths that `accelerate launch --config_file` can open
+    folder = files("aloe.configs").joinpath("accelerate")
+    return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
 def accelerate_config_path(name: str) -> Path:
-    for candidate in (Path(name), Path("configs/accelerate") / f"{name}.yaml", REPO_CONFIGS / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml")) if REPO_CONFIGS.is_dir() else []
-    raise FileNotFoundError(f"accelerate config {name!r} not found (known: {', '.join(known) or 'none'})")
+    """A path to a user's config file, else the packaged config called `name` (`ddp`, `fsdp`, `zero3`)."""
+    if Path(name).is_file():
+        return Path(name)
+    packaged = packaged_accelerate_configs()
+    if name in packaged:
+        return packaged[name]
+    raise FileNotFoundError(f"accelerate config {name!r} not found: no such file, and no packaged config of that "
+                            f"name (known: {', '.join(sorted(packaged))})")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -62,8 +74,16 @@ def run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg),
                "-m", "aloe.cli", args.stage, args.config, *sum((["--set", x] for x in args.set), []),
                "--set", "accelerate_config=null"]
+        import torch
+
+        env = dict(os.environ)
+        if not torch.cuda.is_available():
+            # Without it, processes started by accelerate's multi-process launcher on a machine with
+            # no GPU each train alone on all the data (DistributedType.NO); with it, the Trainer joins
+            # them over gloo (DistributedType.MULTI_CPU)
+            env.setdefault("ACCELERATE_USE_CPU", "true")
         print("launching:", " ".join(cmd), file=sys.stderr)
-        return subprocess.call(cmd, env={**os.environ})
+        return subprocess.call(cmd, env=env)
     if args.stage == "sft":
         from aloe.train.sft import run_sft
 

@@ -37,7 +37,7 @@ class TrainCommon(BaseModel):
     logging_steps: int = 10
     report_to: list[str] = Field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
     seed: int = 42
-    accelerate_config: str | None = None  # a name under configs/accelerate/ or a path
+    accelerate_config: str | None = None  # a packaged name (ddp, fsdp, zero3: aloe/configs/accelerate/) or a path
 
 
 class SFTSettings(TrainCommon):
