@@ -101,7 +101,6 @@ def _config(path: Path, **fields: Any) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_sft_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_ckpt, conversations_file, tmp_path):
     common = dict(model=str(tiny_ckpt), data=str(conversations_file), max_steps=STEPS, max_length=128,
                   eval_fraction=0.0, logging_steps=1, save_steps=STEPS, learning_rate=1e-3)
@@ -118,7 +117,6 @@ def test_sft_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
 def test_dpo_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_ckpt, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, (p.to_dict() for p in hh_pairs(PACKAGED / "hh_rlhf_harmless.jsonl", 24)))
@@ -137,7 +135,6 @@ def test_dpo_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_
     assert (tmp_path / "two" / "stage1" / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
 def test_killed_two_process_sft_resumes_from_its_last_checkpoint(tiny_ckpt, conversations_file, tmp_path):
     steps = 30  # long enough to kill it between the first checkpoint and the end
     cfg = _config(tmp_path / "sft.yaml", model=str(tiny_ckpt), data=str(conversations_file), max_steps=steps,
@@ -166,7 +163,6 @@ def test_killed_two_process_sft_resumes_from_its_last_checkpoint(tiny_ckpt, conv
     assert metrics["steps"] == steps and (tmp_path / "run" / "final" / "aloe-train-complete.json").is_file()
 
 
-@pytest.mark.slow
 def test_fsdp_config_on_cpu_falls_back_to_ddp(tiny_ckpt, conversations_file, tmp_path):
     """accelerate 1.15 leaves FSDP off on a CPU process group; if a later version shards on CPU,
     this fails and FSDP joins the CPU-tested configs."""
