@@ -59,7 +59,7 @@ def model_prompts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
 
     def generate(self: HFCausalLM, prompts: list[str], params: Any = None, progress: bool = True,
-                 on_batch: Any = None) -> list[str]:
+                 on_batch: Any = None, hook: Any = None) -> list[str]:
         seen.extend(prompts)
         out = [guard_answer(p) for p in prompts]
         if on_batch is not None:

@@ -31,9 +31,9 @@ class CountingGenerator(HFGenerator):
         super().__init__(lm, name)
         self.calls: list[int] = []
 
-    def chat(self, conversations, params, on_done=None):
+    def chat(self, conversations, params, on_done=None, hook=None):
         self.calls.append(len(conversations))
-        return super().chat(conversations, params, on_done)
+        return super().chat(conversations, params, on_done, hook)
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def server(tiny_lm):
     tiny_lm.batch_size = 16
     gen = CountingGenerator(tiny_lm, "tiny")
     strategy = build_strategy("zero-shot", InferConfig(direct_max_new_tokens=4, retry_temperatures=[1.0]))
-    cfg = ServeConfig(model_name="tiny", api_key=KEY, max_concurrency=4, max_body_bytes=20_000,
+    cfg = ServeConfig(model_name="tiny", api_key=KEY, max_concurrency=16, max_body_bytes=20_000,
                       default_max_new_tokens=8, batch_window_s=0.05, queue_timeout_s=300)
     srv = AloeServer(("127.0.0.1", 0), cfg, gen, strategy)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -105,8 +105,8 @@ BAD = [
      400, "invalid_value"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "a"}).encode(),
      400, "invalid_type"),
-    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": True}).encode(),
-     400, "unsupported"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}).encode(),
+     400, "invalid_type"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * 30_000}]}).encode(),
      413, "request_too_large"),
     (b"\xff\xfe garbage", 400, "invalid_json"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
 
@@ -35,16 +35,58 @@ class Generator(Protocol):
         ...
 
 
+class RowHook(Protocol):
+    """Watches and steers each row (one conversation) of an in-process generation: the server
+    streams tokens and stops the rows of requests nobody waits for any more through it."""
+
+    def step(self, index: int, tokens: Sequence[int]) -> bool:
+        """Before row `index` starts (no tokens yet) and after each token it adds; False stops it."""
+        ...
+
+    def end(self, index: int, text: str, tokens: Sequence[int], reason: str) -> None:
+        """Row `index` is done: "stop" (end of sequence or a stop string), "length" (max_new_tokens
+        reached) or "cancelled" (`step` returned False; `text` is what it had produced)."""
+        ...
+
+
+@runtime_checkable
+class TokenGenerator(Generator, Protocol):
+    """A generator whose prompts can be measured and whose rows can be watched: the in-process one."""
+
+    tokenizer: Any
+    context_length: int  # prompt and completion tokens together
+
+    def count_tokens(self, conversation: Messages) -> int:
+        """The prompt tokens of one conversation, as generation sees them."""
+        ...
+
+    def chat(self, conversations: Sequence[Messages], params: GenParams,
+             on_done: Callable[[list[int], list[str]], None] | None = None,
+             hook: RowHook | None = None) -> list[str]: ...
+
+
 class HFGenerator:
     """In-process transformers generation with the model's chat template, batched."""
 
     def __init__(self, lm: Any, name: str):
         self.lm, self.name = lm, name
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.lm.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return int(self.lm.max_length)
+
+    def count_tokens(self, conversation: Messages) -> int:
+        return len(self.lm._encode_many([self.lm.apply_chat_template(list(conversation))])[0])
+
     def chat(self, conversations: Sequence[Messages], params: GenParams,
-             on_done: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
+             on_done: Callable[[list[int], list[str]], None] | None = None,
+             hook: RowHook | None = None) -> list[str]:
         prompts = [self.lm.apply_chat_template(list(c)) for c in conversations]
-        return self.lm.generate(prompts, params, on_batch=on_done)
+        return self.lm.generate(prompts, params, on_batch=on_done, hook=hook)
 
 
 def get_generator(spec: str, cache_dir: str | None = None, **kwargs: Any) -> Generator:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from aloe.models.generator import GenParams
+from aloe.models.generator import GenParams, RowHook
 from aloe.models.loading import load_causal_lm
 from aloe.models.spec import ModelSpec
 
@@ -232,7 +232,8 @@ class HFCausalLM:
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], params: GenParams | None = None, progress: bool = True,
-                 on_batch: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
+                 on_batch: Callable[[list[int], list[str]], None] | None = None,
+                 hook: RowHook | None = None) -> list[str]:
         """Complete each prompt with continuous batching.
 
         Up to `batch_size` rows decode together; a row leaves the batch (and its KV cache) the step
@@ -244,7 +245,9 @@ class HFCausalLM:
         (seed, prompt), so a prompt's sample does not depend on what else is in the call.
 
         `on_batch(indices, texts)` is called as rows finish, so callers can persist results as they
-        come (a crash loses only the rows still decoding).
+        come (a crash loses only the rows still decoding). `hook` sees each row start, grow and end,
+        and can stop it between decode steps: a stopped row's result, here and in `on_batch`, is the
+        text it had (empty if it had not started).
         """
         p = params or GenParams()
         budget = self.max_length - p.max_new_tokens
@@ -259,11 +262,13 @@ class HFCausalLM:
             texts = [_cut_at_stop(self.tokenizer.decode(r.tokens, skip_special_tokens=True), p.stop) for r in rows]
             for r, t in zip(rows, texts, strict=True):
                 outputs[r.index] = t
+                if hook is not None:
+                    hook.end(r.index, t, r.tokens, r.finish_reason)
             if on_batch is not None:
                 on_batch([r.index for r in rows], texts)
             bar.update(len(rows))
 
-        _Decoder(self, p).run([_Row(i, enc[i]) for i in _prefix_grouped_order(enc)], finish)
+        _Decoder(self, p, hook).run([_Row(i, enc[i]) for i in _prefix_grouped_order(enc)], finish)
         bar.close()
         return outputs
 
@@ -276,13 +281,14 @@ class _Row:
     prompt: list[int]
     tokens: list[int] = field(default_factory=list)
     rng: torch.Generator | None = None
+    finish_reason: str = ""  # once ended: "stop", "length" or "cancelled" (see RowHook.end)
 
 
 class _Decoder:
     """The continuous-batching loop behind `HFCausalLM.generate` (see its docstring)."""
 
-    def __init__(self, lm: HFCausalLM, params: GenParams):
-        self.lm, self.model, self.p, self.device = lm, lm.model, params, lm.device
+    def __init__(self, lm: HFCausalLM, params: GenParams, hook: RowHook | None = None):
+        self.lm, self.model, self.p, self.device, self.hook = lm, lm.model, params, lm.device, hook
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = lm.tokenizer.eos_token_id
@@ -307,6 +313,10 @@ class _Decoder:
             for j in range(len(slots)):
                 while queue and slots[j] is None:
                     row = queue.pop()
+                    if self.hook is not None and not self.hook.step(row.index, row.tokens):
+                        row.finish_reason = "cancelled"  # dropped before its prefill costs anything
+                        done.append(row)
+                        continue
                     kv, logits = self._prefill(row)
                     row.tokens.append(self._pick(logits, [row])[0])
                     if self._ended(row):
@@ -349,12 +359,15 @@ class _Decoder:
                 lens[ended] = 0
 
     def _ended(self, r: _Row) -> bool:
-        if r.tokens[-1] in self.eos or len(r.tokens) >= self.p.max_new_tokens:
-            return True
-        if self.p.stop:
-            tail = self.lm.tokenizer.decode(r.tokens[-self._stop_window:], skip_special_tokens=True)
-            return any(s in tail for s in self.p.stop)
-        return False
+        """Whether `r` stops after its latest token, noting why in `r.finish_reason`."""
+        tail = self.lm.tokenizer.decode(r.tokens[-self._stop_window:], skip_special_tokens=True) if self.p.stop else ""
+        if r.tokens[-1] in self.eos or any(s in tail for s in self.p.stop):
+            r.finish_reason = "stop"
+        elif len(r.tokens) >= self.p.max_new_tokens:
+            r.finish_reason = "length"
+        elif self.hook is not None and not self.hook.step(r.index, r.tokens):
+            r.finish_reason = "cancelled"
+        return bool(r.finish_reason)
 
     @cached_property
     def _stop_window(self) -> int:

@@ -7,10 +7,27 @@ requests arrive within a short window and runs them as one batch (one `strategy.
 MCQs, one `generator.chat` per set of sampling parameters for the rest), so concurrent clients
 share the model's batched generation instead of queueing one by one.
 
+No work is done for a request nobody waits for. While it waits, a request's thread watches its
+client: a client that goes away, or a request that the model has not taken within
+`queue_timeout_s` (503), cancels its job. A cancelled job that is still queued never runs; with the
+in-process backend (a `TokenGenerator`) a generating row stops at the next decode step, and each
+row's reply goes out the moment the row ends. (An MCQ's strategy run is shared by its batch and
+runs to its end.) At most `max_concurrency` requests are in the
+server, waiting or generating; past that a request gets 429 with Retry-After at once.
+
+With the in-process backend, every request is measured against the model's context window: one
+whose messages and `max_tokens` do not fit gets a 400 with the numbers, unless it sends
+`"truncate": true`, which drops the oldest turns after the system prompt and then cuts the start of
+the oldest turn left. Replies carry `usage` and `finish_reason` ("length" when max_tokens cut the
+completion short); `stream: true` sends the completion as server-sent events in OpenAI's
+chat.completion.chunk format, ending with `data: [DONE]`.
+
 Routing: when the last message is a user turn that holds a multiple-choice question (see
 `aloe.serve.mcq`), the configured strategy answers it, ignoring earlier turns and any system
 prompt (the strategy builds its own prompt); the reply is "Answer: X" and an `aloe` object with
-the votes, the few-shot ids and the passage ids. Any other conversation goes to the model as it is.
+the votes, the few-shot ids and the passage ids, streamed as one chunk; its `usage` counts the
+request's and the reply's tokens, not the strategy's own prompts and samples. Any other
+conversation goes to the model as it is. Query strings play no part in routing.
 """
 
 from __future__ import annotations
@@ -18,37 +35,39 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import queue
+import select
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from aloe.infer.strategies import Strategy, StrategyResult
-from aloe.models.generator import GenParams, Generator, Messages
+from aloe.models.generator import GenParams, Generator, Messages, TokenGenerator
 from aloe.records import MCQ
 from aloe.serve.mcq import parse_mcq
 
 log = logging.getLogger(__name__)
 
 ROLES = {"system", "user", "assistant", "developer"}
+POLL_S = 0.05  # how often a waiting request looks at its client: a cancellation lands within this and a step
 
 
 @dataclass
 class ServeConfig:
     model_name: str
     api_key: str | None = None
-    max_concurrency: int = 16          # requests admitted at once (validated, waiting or running)
-    queue_timeout_s: float = 120.0     # how long an admitted request may wait for the model
-    admit_timeout_s: float = 30.0      # how long a request waits for admission before a 503
+    max_concurrency: int = 16          # requests in the server at once (waiting or generating); more get 429
+    queue_timeout_s: float = 120.0     # how long a request may wait for the model to take it; then 503
     max_body_bytes: int = 1_000_000
     max_messages: int = 256
-    max_new_tokens_cap: int = 2048
-    default_max_new_tokens: int = 256
+    default_max_new_tokens: int = 256  # without max_tokens; lowered to what the context window leaves
     batch_window_s: float = 0.02
     max_batch: int = 64
 
@@ -65,6 +84,16 @@ class ApiError(Exception):
 
 # -- request validation ---------------------------------------------------------------------------
 
+@dataclass
+class ChatRequest:
+    messages: Messages
+    params: GenParams
+    max_tokens_field: str | None  # the field that set max_new_tokens; None: the server's default
+    stream: bool = False
+    include_usage: bool = False   # stream_options.include_usage: a last chunk with the usage
+    truncate: bool = False
+
+
 def _number(body: dict[str, Any], name: str, lo: float, hi: float, default: float, integer: bool = False) -> Any:
     v = body.get(name)
     if v is None:
@@ -76,7 +105,14 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float, default: floa
     return v
 
 
-def parse_request(body: Any, cfg: ServeConfig) -> tuple[Messages, GenParams]:
+def _flag(body: dict[str, Any], name: str) -> bool:
+    v = body.get(name)
+    if v is not None and not isinstance(v, bool):
+        raise ApiError(400, f"'{name}' must be true or false", "invalid_type", name)
+    return bool(v)
+
+
+def parse_request(body: Any, cfg: ServeConfig) -> ChatRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", "invalid_body")
     if "model" not in body:
@@ -109,26 +145,74 @@ def parse_request(body: Any, cfg: ServeConfig) -> tuple[Messages, GenParams]:
             raise ApiError(400, f"{where}.content must be a string", "invalid_type", f"{where}.content")
         role = "system" if m["role"] == "developer" else m["role"]
         clean.append({"role": role, "content": content})
-    if body.get("stream"):
-        raise ApiError(400, "streaming is not supported; set stream to false", "unsupported", "stream")
+    stream = _flag(body, "stream")
+    options = body.get("stream_options")
+    if options is not None and not (stream and isinstance(options, dict)):
+        raise ApiError(400, "'stream_options' must be an object, and only with stream true", "invalid_value",
+                       "stream_options")
     if _number(body, "n", 1, 1, 1, integer=True) != 1:
         raise ApiError(400, "only n=1 is supported", "unsupported", "n")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    max_new = _number({name: max_tokens}, name, 1, cfg.max_new_tokens_cap, cfg.default_max_new_tokens, integer=True)
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
+    name = next((k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None), None)
+    max_new = (cfg.default_max_new_tokens if name is None
+               else _number(body, name, 1, 2**31 - 1, 0, integer=True))
+    stop = body.get("stop") or []  # null and "" are OpenAI's ways of saying none
+    if isinstance(stop, str):
         stop = [stop]
-    elif not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop)):
+    if not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop)):
         raise ApiError(400, "'stop' must be a string or an array of at most 4 non-empty strings", "invalid_value", "stop")
     params = GenParams(max_new_tokens=max_new, temperature=float(_number(body, "temperature", 0, 2, 0.0)),
                        top_p=float(_number(body, "top_p", 0, 1, 1.0)), stop=stop,
                        seed=_number(body, "seed", -(2**63), 2**63 - 1, 0, integer=True))
     if params.top_p == 0:
         raise ApiError(400, "'top_p' must be greater than 0", "invalid_value", "top_p")
-    return clean, params
+    return ChatRequest(clean, params, name, stream, _flag(options or {}, "include_usage"), _flag(body, "truncate"))
+
+
+def fit_context(req: ChatRequest, gen: TokenGenerator) -> int:
+    """Makes the request fit the model's context window, or says why it cannot; its prompt tokens.
+
+    Without max_tokens the completion gets what the window leaves, up to the default. Messages are
+    cut only when the request asks for it with `truncate`.
+    """
+    window, m = gen.context_length, req.params.max_new_tokens
+    if req.max_tokens_field is not None and m >= window:
+        raise ApiError(400, f"{req.max_tokens_field}={m} must be below this model's context length of {window} "
+                            "tokens (the prompt needs at least one)", "context_length_exceeded", req.max_tokens_field)
+    m = min(m, window - 1)  # only the default can be this large, on a model with a small window
+    n = gen.count_tokens(req.messages)
+    if req.max_tokens_field is None and n < window:
+        m = min(m, window - n)
+    if n + m > window:
+        if not req.truncate:
+            raise ApiError(400, f"this model's context length is {window} tokens, but the messages take {n} tokens "
+                                f"and max_tokens is {m} ({n + m} in all); shorten the messages, lower max_tokens, or "
+                                "send \"truncate\": true to drop the oldest turns (the system prompt is kept)",
+                           "context_length_exceeded", "messages")
+        req.messages = truncate_messages(req.messages, window - m, gen)
+        n = gen.count_tokens(req.messages)
+    req.params.max_new_tokens = m
+    return n
+
+
+def truncate_messages(messages: Messages, budget: int, gen: TokenGenerator) -> Messages:
+    """The messages within `budget` prompt tokens: the leading system messages and the last turn
+    are kept; the oldest turns between go first, then the start of the oldest turn left."""
+    head = 0
+    while head < len(messages) and messages[head]["role"] == "system":
+        head += 1
+    system, rest = messages[:head], messages[head:]
+    while len(rest) > 1 and gen.count_tokens(system + rest) > budget:
+        rest = rest[1:]
+    ids = gen.tokenizer(rest[0]["content"], add_special_tokens=False)["input_ids"] if rest else []
+    cut, out = 0, system + rest
+    while (over := gen.count_tokens(out) - budget) > 0:
+        cut += over  # a token less in the content is about a token less in the prompt; recount to be sure
+        if cut > len(ids):
+            raise ApiError(400, f"the messages cannot be cut to the {budget} prompt tokens that max_tokens leaves: "
+                                "the system prompt and the chat template alone take more", "context_length_exceeded",
+                           "messages")
+        out = system + [{**rest[0], "content": gen.tokenizer.decode(ids[cut:])}] + rest[1:]
+    return out
 
 
 def as_mcq(messages: Messages) -> MCQ | None:
@@ -136,14 +220,92 @@ def as_mcq(messages: Messages) -> MCQ | None:
     return parse_mcq(last["content"]) if last["role"] == "user" else None
 
 
-# -- batching -------------------------------------------------------------------------------------
+# -- jobs and batching ----------------------------------------------------------------------------
+
+QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
+_STARTED = object()  # the event that tells a request's thread the model has taken its job
+
 
 @dataclass
+class Outcome:
+    text: str
+    finish_reason: str = "stop"
+    completion_tokens: int | None = None  # None: the backend does not say
+    aloe: dict[str, Any] | None = None     # an MCQ answer's strategy details
+
+
+@dataclass(eq=False)
 class _Job:
     messages: Messages
     params: GenParams
     mcq: MCQ | None
-    future: Future = field(default_factory=Future)
+    stream: bool = False
+    # To the request's thread, in order: _STARTED, text deltas (when streaming), then an Outcome or an error
+    events: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    state: str = QUEUED
+    streamed: int = 0  # characters already sent as deltas
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> bool:
+        """Hands the job to the model, unless it was cancelled while queued."""
+        with self._lock:
+            if self.state != QUEUED:
+                return False
+            self.state = RUNNING
+        self.events.put(_STARTED)
+        return True
+
+    def cancel(self, only_queued: bool = False) -> bool:
+        """Cancels the job (with `only_queued`, only if the model has not taken it); whether it did."""
+        with self._lock:
+            if self.state == QUEUED or (self.state == RUNNING and not only_queued):
+                self.state = CANCELLED
+                return True
+            return False
+
+    def stream_text(self, text: str) -> None:
+        if len(text) > self.streamed:
+            self.events.put(text[self.streamed:])
+            self.streamed = len(text)
+
+    def finish(self, result: Outcome | Exception) -> None:
+        with self._lock:
+            if self.state == DONE:  # a row that ended before its call failed already has its outcome
+                return
+            self.state = DONE
+        self.events.put(result)
+
+
+def settled_text(text: str, stops: Sequence[str]) -> str:
+    """The part of a partial completion that later tokens cannot change: without a trailing
+    incomplete character or a tail that may be the start of a stop string (the final text ends
+    before a stop string)."""
+    text = text.rstrip("\ufffd")
+    keep = len(text)
+    for s in stops:
+        k = next((k for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), 0)
+        keep = min(keep, len(text) - k)
+    return text[:keep]
+
+
+class _Rows:
+    """The row hook of one `generator.chat` call: starts, streams, cancels and settles its jobs."""
+
+    def __init__(self, jobs: list[_Job], tokenizer: Any):
+        self.jobs, self.tokenizer = jobs, tokenizer
+
+    def step(self, index: int, tokens: Sequence[int]) -> bool:
+        job = self.jobs[index]
+        if not tokens:
+            return job.start()
+        if job.state == CANCELLED:
+            return False
+        if job.stream:
+            job.stream_text(settled_text(self.tokenizer.decode(tokens, skip_special_tokens=True), job.params.stop))
+        return True
+
+    def end(self, index: int, text: str, tokens: Sequence[int], reason: str) -> None:
+        self.jobs[index].finish(Outcome(text, reason, len(tokens)))
 
 
 class Batcher:
@@ -151,15 +313,15 @@ class Batcher:
 
     def __init__(self, generator: Generator, strategy: Strategy | None, pool: Sequence[MCQ], cfg: ServeConfig):
         self.generator, self.strategy, self.pool, self.cfg = generator, strategy, list(pool), cfg
-        self.jobs: queue.Queue[_Job] = queue.Queue()
+        self.jobs: queue.Queue[_Job] = queue.Queue()  # its live jobs are bounded by the server's admission
         self.batches = 0
+        self.last_batch_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aloe-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: _Job) -> Future:
+    def submit(self, job: _Job) -> None:
         self.jobs.put(job)
-        return job.future
 
     def close(self) -> None:
         self._stop.set()
@@ -178,32 +340,51 @@ class Batcher:
                     batch.append(self.jobs.get(timeout=left))
                 except queue.Empty:
                     break
-            self.batches += 1
-            self._run(batch)
+            if batch := [j for j in batch if j.state == QUEUED]:  # cancelled while queued: never run
+                self.batches += 1
+                t0 = time.monotonic()
+                self._run(batch)
+                self.last_batch_s = time.monotonic() - t0
 
     def _run(self, batch: list[_Job]) -> None:
-        mcqs = [j for j in batch if j.mcq is not None and self.strategy is not None]
-        chats = [j for j in batch if j not in mcqs]
-        if mcqs:
-            self._settle(mcqs, lambda: self.strategy.predict(  # type: ignore[union-attr]
-                self.generator, [j.mcq for j in mcqs], self.pool, progress=False))
+        if mcqs := [j for j in batch if j.mcq is not None and j.start()]:
+            def answer() -> None:
+                results = self.strategy.predict(  # type: ignore[union-attr] # an MCQ job implies a strategy
+                    self.generator, [j.mcq for j in mcqs], self.pool, progress=False)
+                for j, r in zip(mcqs, results, strict=True):
+                    j.finish(Outcome(mcq_reply(r), aloe={
+                        "strategy": self.strategy.name, "letter": r.letter,  # type: ignore[union-attr]
+                        "votes": r.votes, "shot_ids": r.shot_ids, "passage_ids": r.passage_ids}))
+            _guard(mcqs, answer)
         by_params: dict[str, list[_Job]] = {}
-        for j in chats:
-            by_params.setdefault(json.dumps(j.params.key(), sort_keys=True), []).append(j)
+        for j in batch:
+            if j.mcq is None:
+                by_params.setdefault(json.dumps(j.params.key(), sort_keys=True), []).append(j)
         for group in by_params.values():
-            self._settle(group, lambda g=group: self.generator.chat([j.messages for j in g], g[0].params))
+            self._chat(group)
 
-    @staticmethod
-    def _settle(jobs: list[_Job], work: Any) -> None:
-        try:
-            outs = work()
-        except Exception as e:  # the error goes to each waiting request; the server keeps serving
-            log.exception("generation failed")
-            for j in jobs:
-                j.future.set_exception(e)
-            return
-        for j, o in zip(jobs, outs, strict=True):
-            j.future.set_result(o)
+    def _chat(self, jobs: list[_Job]) -> None:
+        gen = self.generator
+        if isinstance(gen, TokenGenerator):
+            # Each row starts as it reaches the model (skipped if cancelled by then) and settles its
+            # job the step it ends.
+            if jobs := [j for j in jobs if j.state == QUEUED]:
+                _guard(jobs, lambda: gen.chat([j.messages for j in jobs], jobs[0].params,
+                                              hook=_Rows(jobs, gen.tokenizer)))
+        elif jobs := [j for j in jobs if j.start()]:
+            def work() -> None:
+                for j, text in zip(jobs, gen.chat([j.messages for j in jobs], jobs[0].params), strict=True):
+                    j.finish(Outcome(text))
+            _guard(jobs, work)
+
+
+def _guard(jobs: list[_Job], work: Callable[[], object]) -> None:
+    try:
+        work()
+    except Exception as e:  # the error goes to each request still waiting; the server keeps serving
+        log.exception("generation failed")
+        for j in jobs:
+            j.finish(e)
 
 
 def mcq_reply(r: StrategyResult) -> str:
@@ -220,6 +401,9 @@ def mcq_reply(r: StrategyResult) -> str:
 
 class AloeServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The stdlib's listen backlog of 5 overflows when a batch's clients all reconnect at once while
+    # the model keeps the accepting thread waiting for the GIL; the kernel then drops or resets them.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], cfg: ServeConfig, generator: Generator,
                  strategy: Strategy | None = None, pool: Sequence[MCQ] = ()):
@@ -228,6 +412,11 @@ class AloeServer(ThreadingHTTPServer):
         self.batcher = Batcher(generator, strategy, pool, cfg)
         self.created = int(time.time())
         super().__init__(address, Handler)
+
+    def retry_after(self) -> str:
+        # A slot frees by the end of the batch now running at the latest; the last one's length
+        # estimates that.
+        return str(max(1, math.ceil(self.batcher.last_batch_s)))
 
     def server_close(self) -> None:
         super().server_close()
@@ -241,6 +430,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         log.info("%s " + format, self.client_address[0], *args)
+
+    @property
+    def route(self) -> str:
+        return urlsplit(self.path).path.rstrip("/") or "/"
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
@@ -285,11 +478,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
-        if self.path == "/health":
+        if self.route == "/health":
             return self._send(200, {"status": "ok"})
         if not self._authorised():
             return None
-        if self.path.rstrip("/") == "/v1/models":
+        if self.route == "/v1/models":
             return self._send(200, {"object": "list", "data": [
                 {"id": self.server.cfg.model_name, "object": "model", "created": self.server.created,
                  "owned_by": "aloe"}]})
@@ -300,21 +493,27 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except ApiError as e:
             return self._fail(e)
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        if self.route != "/v1/chat/completions":
             return self._fail(ApiError(404, f"no route POST {self.path}", "not_found"))
         if not self._authorised():
             return None
         try:
-            messages, params = parse_request(self._json(body), self.server.cfg)
+            req = parse_request(self._json(body), self.server.cfg)
         except ApiError as e:
             return self._fail(e)
-        if not self.server.admission.acquire(timeout=self.server.cfg.admit_timeout_s):
-            return self._fail(ApiError(503, "server busy: too many concurrent requests", "overloaded",
-                                       kind="server_error"), {"Retry-After": "1"})
+        srv = self.server
+        if not srv.admission.acquire(blocking=False):
+            return self._fail(ApiError(429, f"server busy: {srv.cfg.max_concurrency} requests already waiting or "
+                                            "generating; retry later", "overloaded", kind="server_error"),
+                              {"Retry-After": srv.retry_after()})
         try:
-            self._complete(messages, params)
+            gen = srv.batcher.generator
+            prompt_tokens = fit_context(req, gen) if isinstance(gen, TokenGenerator) else None
+            self._complete(req, prompt_tokens)
+        except ApiError as e:
+            self._fail(e)
         finally:
-            self.server.admission.release()
+            srv.admission.release()
         return None
 
     @staticmethod
@@ -324,28 +523,116 @@ class Handler(BaseHTTPRequestHandler):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
 
-    def _complete(self, messages: Messages, params: GenParams) -> None:
-        mcq = as_mcq(messages) if self.server.strategy is not None else None
-        future = self.server.batcher.submit(_Job(messages, params, mcq))
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end: its socket reads as end of file."""
         try:
-            out = future.result(timeout=self.server.cfg.queue_timeout_s)
-        except TimeoutError:
-            return self._fail(ApiError(503, "timed out waiting for the model", "timeout", kind="server_error"))
-        except Exception as e:  # reported, never raised into the server loop
-            return self._fail(ApiError(500, f"generation failed: {type(e).__name__}: {e}", "generation_error",
-                                       kind="server_error"))
-        extra: dict[str, Any] = {}
-        if isinstance(out, StrategyResult):
-            text = mcq_reply(out)
-            extra = {"aloe": {"strategy": self.server.strategy.name, "letter": out.letter,  # type: ignore[union-attr]
-                              "votes": out.votes, "shot_ids": out.shot_ids, "passage_ids": out.passage_ids}}
-        else:
-            text = out
-        self._send(200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.server.cfg.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                         "logprobs": None}],
-            **extra,
-        })
+            readable = select.select([self.connection], [], [], 0)[0]
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):  # reset, or closed under us
+            return True
+
+    def _complete(self, req: ChatRequest, prompt_tokens: int | None) -> None:
+        srv = self.server
+        mcq = as_mcq(req.messages) if srv.strategy is not None else None
+        job = _Job(req.messages, req.params, mcq, req.stream)
+        srv.batcher.submit(job)
+        reply = _Reply(self, srv.cfg.model_name, prompt_tokens)
+        deadline = time.monotonic() + srv.cfg.queue_timeout_s
+        while True:
+            if self._client_gone():
+                job.cancel()
+                log.info("%s went away; its request is cancelled", self.client_address[0])
+                self.close_connection = True
+                return
+            try:
+                event = job.events.get(timeout=POLL_S)
+            except queue.Empty:
+                if time.monotonic() > deadline and job.cancel(only_queued=True):
+                    return self._fail(ApiError(503, f"timed out after {srv.cfg.queue_timeout_s:g} s waiting for the "
+                                                    "model", "timeout", kind="server_error"),
+                                      {"Retry-After": srv.retry_after()})
+                continue
+            try:
+                if isinstance(event, Exception):
+                    return reply.error(ApiError(500, f"generation failed: {type(event).__name__}: {event}",
+                                                "generation_error", kind="server_error"))
+                if isinstance(event, Outcome):
+                    return reply.finish(event, req.include_usage)
+                if req.stream:
+                    reply.stream("" if event is _STARTED else event)
+            except OSError:  # the client went away mid-stream
+                job.cancel()
+                self.close_connection = True
+                return
+
+
+class _Reply:
+    """One completion's response: a JSON body, or a stream of chunks sent as the text comes."""
+
+    def __init__(self, handler: Handler, model: str, prompt_tokens: int | None):
+        self.h, self.model, self.prompt_tokens = handler, model, prompt_tokens
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        self.streaming = False
+        self.sent = 0  # characters streamed
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+    def _event(self, data: str) -> None:
+        # Chunked transfer encoding: the stream needs no length up front and the connection stays open.
+        payload = f"data: {data}\n\n".encode()
+        self.h.wfile.write(b"%X\r\n%s\r\n" % (len(payload), payload))
+
+    def _chunk(self, delta: dict[str, str], finish_reason: str | None = None, **extra: Any) -> None:
+        self._event(json.dumps({**self._head("chat.completion.chunk"), "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], **extra},
+            ensure_ascii=False))
+
+    def stream(self, text: str) -> None:
+        """Sends a piece of the text; the first call opens the stream with the assistant's role."""
+        if not self.streaming:
+            self.h.send_response(200)
+            self.h.send_header("Content-Type", "text/event-stream")
+            self.h.send_header("Cache-Control", "no-cache")
+            self.h.send_header("Transfer-Encoding", "chunked")
+            self.h.end_headers()
+            self.streaming = True
+            self._chunk({"role": "assistant", "content": ""})
+        if text:
+            self._chunk({"content": text})
+            self.sent += len(text)
+
+    def _end_stream(self) -> None:
+        self._event("[DONE]")
+        self.h.wfile.write(b"0\r\n\r\n")
+
+    def usage(self, out: Outcome) -> dict[str, int] | None:
+        if self.prompt_tokens is None:
+            return None
+        gen = self.h.server.batcher.generator
+        n = out.completion_tokens
+        if n is None:  # an MCQ answer: the reply's own tokens
+            n = len(gen.tokenizer(out.text, add_special_tokens=False)["input_ids"])  # type: ignore[attr-defined]
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": n, "total_tokens": self.prompt_tokens + n}
+
+    def finish(self, out: Outcome, include_usage: bool) -> None:
+        usage = self.usage(out)
+        extra = {"aloe": out.aloe} if out.aloe is not None else {}
+        if not self.streaming:
+            return self.h._send(200, {**self._head("chat.completion"), "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": out.text}, "logprobs": None,
+                 "finish_reason": out.finish_reason}], "usage": usage, **extra})
+        self.stream(out.text[self.sent:])
+        self._chunk({}, out.finish_reason, **extra)
+        if include_usage and usage is not None:
+            self._event(json.dumps({**self._head("chat.completion.chunk"), "choices": [], "usage": usage}))
+        self._end_stream()
+        return None
+
+    def error(self, e: ApiError) -> None:
+        if not self.streaming:
+            return self.h._fail(e)
+        self._event(json.dumps(e.body(), ensure_ascii=False))
+        self._end_stream()
         return None

@@ -25,10 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("ALOE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $ALOE_API_KEY; none: open)")
-    p.add_argument("--max-concurrency", type=int, default=16, help="requests admitted at once")
+    p.add_argument("--max-concurrency", type=int, default=16,
+                   help="requests in the server at once, waiting or generating; more get 429 with Retry-After")
+    p.add_argument("--queue-timeout", type=float, default=120.0,
+                   help="seconds a request may wait for the model to take it before a 503 (it is then dropped)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--cache-dir", type=Path, default=None, help="completion cache folder (default: none)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="completion cache folder (default: none); behind a cache the model is a black box to "
+                        "the server: no token streaming, usage, context checks or stopping of abandoned rows")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -42,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_concurrency < 1:
         raise ValueError("--max-concurrency must be at least 1")
+    if args.queue_timeout <= 0:
+        raise ValueError("--queue-timeout must be positive")
     strategy = None if args.strategy == "none" else build_strategy(args.strategy, config_from_args(args))
     pool = []
     if strategy is not None and strategy.uses_pool:
@@ -54,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
     generator = get_generator(args.model, cache_dir=args.cache_dir, **kwargs)
     cfg = ServeConfig(model_name=args.served_name or args.model, api_key=args.api_key,
-                      max_concurrency=args.max_concurrency, max_body_bytes=args.max_body_bytes)
+                      max_concurrency=args.max_concurrency, queue_timeout_s=args.queue_timeout,
+                      max_body_bytes=args.max_body_bytes)
     server = AloeServer((args.host, args.port), cfg, generator, strategy, pool)
     host, port = server.server_address[:2]
     print(f"serving {cfg.model_name} (strategy {args.strategy}) on http://{host}:{port}/v1", flush=True)
