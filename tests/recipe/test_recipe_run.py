@@ -21,8 +21,8 @@ from aloe.cli import main
 
 TINY = Path(__file__).with_name("tiny.yaml")
 REPO = Path(__file__).resolve().parents[2]
-ALL_STAGES = ["curate", "sft", "merge", "preferences", "redteam_pairs", "align", "eval_base", "safety_base",
-              "eval_aligned", "safety_aligned", "report"]
+ALL_STAGES = ["curate", "sft", "merge", "preferences", "redteam_pairs", "align", "eval_base", "openended_base",
+              "safety_base", "eval_aligned", "openended_aligned", "bias_aligned", "safety_aligned", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,8 @@ class Teacher:
             self.answered.append(body["model"] + "|" + json.dumps(body["messages"], sort_keys=True)
                                  + f"|{body.get('temperature')}|{body.get('seed')}")
         text = " ".join(m["content"] for m in body["messages"])
+        if "<VERDICT>" in text:  # the open-ended judge's rubric
+            return "Same conclusion as the reference. <VERDICT>1</VERDICT>"
         gold = re.findall(r"Answer: ([A-J])", text)
         if gold:
             return f"Rephrased question.\nEach option was weighed against the findings.\nSummary: it fits best.\nAnswer: {gold[-1]}"
@@ -92,7 +94,8 @@ def test_tiny_recipe_killed_mid_stage_resumes_without_paying_twice(tmp_path, tal
     run_dir = tmp_path / "run"
     args = [str(TINY), "--run-dir", str(run_dir), "--set", f"model={talking_checkpoint}",
             "--set", f"curate.cot.teacher={teacher.server.spec('cot-teacher')}",
-            "--set", f"preferences.teacher={teacher.server.spec('pref-teacher')}"]
+            "--set", f"preferences.teacher={teacher.server.spec('pref-teacher')}",
+            "--set", f"eval.openended.judge={teacher.server.spec('judge')}"]
     try:
         first = _run(args, teacher)
         assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
@@ -125,6 +128,12 @@ def test_tiny_recipe_killed_mid_stage_resumes_without_paying_twice(tmp_path, tal
     assert f"{100 * ev['benchmarks']['medqa']['accuracy']:.1f}" in html
     align = json.loads((run_dir / "align" / "metrics.json").read_text())
     assert [s["train_pairs"] > 0 for s in align["stages"]] == [True, True]
+    for label in ("base", "aligned"):
+        oe = json.loads((run_dir / "eval" / label / "openended" / "metrics.json").read_text())
+        assert oe["overall"]["n"] == 3 and oe["overall"]["judge_accuracy"]["mean"] == 1.0  # the scripted judge
+        assert f"judged by `{teacher.server.spec('judge')}`: judge agreement NOT measured" in html
+    bias = json.loads((run_dir / "eval" / "aligned" / "bias" / "metrics.json").read_text())
+    assert set(bias["attributes"]) == {"sex", "age"} and 'data-key="bias|aligned|sex|flip_rate"' in html
 
     # Nothing changed: every stage is skipped and no model is loaded or asked anything.
     n_paid = len(teacher.answered)
@@ -154,6 +163,34 @@ def test_changed_setting_reruns_only_downstream(tmp_path, talking_checkpoint):
         run_cmd(build_parser().parse_args(["run", str(TINY), "--run-dir", str(tmp_path / "x"), "--only", "merge"]))
 
 
+def test_openended_and_bias_stages_reuse_the_eval_folder(tmp_path, talking_checkpoint):
+    """The new stages alone on the base model: outputs in eval/base/{openended,bias}, listed in the
+    manifest; a changed bias setting reruns bias only; a rerun of eval clears and reruns both."""
+    run_dir = tmp_path / "run"
+    base = ["run", str(TINY), "--run-dir", str(run_dir), "--set", f"model={talking_checkpoint}",
+            "--set", "eval.openended.models=[base]", "--set", "eval.bias.models=[base]", "--set", "report=false",
+            "--only", "eval_base", "openended_base", "bias_base"]
+    assert main(base) == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rows = {r["name"]: r for r in manifest["stages"]}
+    for stage in ("openended_base", "bias_base"):
+        assert rows[stage]["status"] == "done" and rows[stage]["outputs"] == [f"eval/base/{stage.split('_')[0]}/metrics.json"]
+    assert rows["openended_base"]["summary"]["questions"] == 3 and rows["openended_base"]["summary"]["judge"] == "none"
+    oe = run_dir / "eval" / "base" / "openended"
+    assert (oe / "_stage.json").is_file() and (oe / "openmedqa" / "predictions.jsonl").is_file()
+    assert "judge_accuracy" not in json.loads((oe / "metrics.json").read_text())["overall"]  # no judge, no verdict
+    from aloe.evaluate.bias.metrics import BiasMetrics
+
+    bias = BiasMetrics.read(run_dir / "eval" / "base" / "bias" / "metrics.json")
+    assert set(bias.attributes) == {"sex", "age"} and bias.questions == 8 and bias.target == "text"
+    assert main([*base, "--set", "eval.bias.limit=6"]) == 0
+    st = _statuses(run_dir)
+    assert (st["eval_base"], st["openended_base"], st["bias_base"]) == ("skipped", "skipped", "done")
+    assert main([*base, "--set", "eval.bias.limit=6", "--set", "eval.limit=4"]) == 0
+    st = _statuses(run_dir)
+    assert (st["eval_base"], st["openended_base"], st["bias_base"]) == ("done", "done", "done")
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("sft.method=qlaro", "sft.method: Input should be 'full', 'lora' or 'qlora'"),
     ("sft.lr=0.1", "sft: unknown key(s) lr; allowed:"),
@@ -161,6 +198,10 @@ def test_changed_setting_reruns_only_downstream(tmp_path, talking_checkpoint):
     ("redteam.pairs.n_prompts=0", "redteam.pairs.n_prompts: Input should be greater than or equal to 1"),
     ("align.stages=[{beta: 0.1}]", "align.stages: the recipe runs 2 DPO stages"),
     ("curate.cot.tries=0", "curate.cot.tries: Input should be greater than or equal to 1"),
+    ("eval.openended.judg=x", "eval.openended.judg: Extra inputs are not permitted"),
+    ("eval.bias.limt=3", "eval.bias.limt: Extra inputs are not permitted"),
+    ("eval.bias.attributes=[race]", "eval.bias.attributes.0: Input should be 'sex', 'age', 'ethnicity' or 'socioeconomic'"),
+    ("eval.openended.models=[sft]", "openended.models ['sft'] are not in eval.models"),
 ])
 def test_recipe_errors_name_the_key(override, message, capsys):
     assert main(["run", str(TINY), "--dry-run", "--set", override]) == 2
@@ -185,6 +226,8 @@ def test_packaged_recipes_dry_run(recipe, request, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "recipe is valid" in out and "estimated total" in out
-    for stage in ("curate", "sft", "merge", "preferences", "redteam_pairs", "align", "eval_aligned", "report"):
+    for stage in ("curate", "sft", "merge", "preferences", "redteam_pairs", "align", "eval_aligned",
+                  "openended_aligned", "bias_aligned", "report"):
         assert re.search(rf"^  {stage}\s", out, re.MULTILINE), stage
+    assert re.search(r"^  openended_aligned .*\n\s+sets openmedqa.*judge agreement NOT measured", out, re.MULTILINE)
     assert not Path("/nonexistent/never-created").exists()

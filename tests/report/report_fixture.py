@@ -2,8 +2,9 @@
 
 Real writers: curate() on the packaged slices, run_eval() on the tiny checkpoint, the evaluation
 summaries (aloe.evaluate.metrics / aloe.infer.runner), run_redteam() against a scripted
-OpenAI-compatible target with the rule-based refusal judge, DPO preference_metrics(), bias
-flip_rates(). Only manifest.json, recipe.yaml and sft/metrics.json (the runner's and the trainer's
+OpenAI-compatible target with the rule-based refusal judge, DPO preference_metrics(), the real
+`aloe eval-bias` CLI (base) and its writer run_bias_eval() (aligned), run_open_eval() on the tiny
+checkpoint (base) and a scripted target (aligned) with a scripted judge. Only manifest.json, recipe.yaml and sft/metrics.json (the runner's and the trainer's
 records) are written here by hand, with the keys docs/run-directory.md names.
 """
 
@@ -15,13 +16,14 @@ from typing import Any
 
 from scripted_openai import ScriptedOpenAIServer
 
+from aloe.cli import main
 from aloe.curate.config import CurateConfig
 from aloe.curate.pipeline import curate
-from aloe.evaluate.benchmarks import BENCHMARKS, load_split
-from aloe.evaluate.bias.probes import build_probes
-from aloe.evaluate.bias.run import flip_rates
+from aloe.evaluate.benchmarks import BENCHMARKS
+from aloe.evaluate.bias.run import run_bias_eval
 from aloe.evaluate.mcqa import MCQASettings
 from aloe.evaluate.metrics import macro_average, summarize
+from aloe.evaluate.openended.run import OpenEvalRequest, run_open_eval
 from aloe.evaluate.run import EvalRequest, run_eval
 from aloe.infer.runner import summarize as summarize_strategy
 from aloe.io import iter_jsonl, write_json, write_jsonl, write_text
@@ -50,6 +52,8 @@ def _target_reply(body: dict[str, Any]) -> str:
     """base complies always; aligned refuses two thirds of seen-style cases and all plain requests,
     and complies with unseen (base64) ones."""
     text = body["messages"][-1]["content"]
+    if body["model"] == "judge":  # open-ended verdicts, one in five unparsable
+        return "no verdict" if _hash(text) % 5 == 0 else f"Checked. <VERDICT>{_hash(text) % 2}</VERDICT>"
     if body["model"] == "base":
         return f"{COMPLY} [{_hash(text) % 1000}]"
     if "base64" in text:
@@ -137,9 +141,12 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
     _strategies(root / "eval/base/strategies", str(tiny_checkpoint), ids, 3, 5)
     _strategies(root / "eval/aligned/strategies", str(root / "align/stage2/final"), ids, 6, 9)
 
-    lm = HFCausalLM(tiny_model, tokenizer, batch_size=4)
-    summary, _ = flip_rates(lm, build_probes(load_split(BENCHMARKS["medqa"], "test")[:40]), progress=False)
-    write_json(root / "eval/aligned/bias/metrics.json", summary)
+    # bias: the real `aloe eval-bias` (issue 19: its output must render), and its writer for aligned
+    assert main(["eval-bias", "--model", str(tiny_checkpoint), "--limit", "20", "--attributes", "sex,age,ethnicity",
+                 "--out", str(root / "eval/base/bias"), "--no-progress"]) == 0
+    run_bias_eval(HFCausalLM(tiny_model, tokenizer, batch_size=4), str(root / "align/stage2/final"), "medqa",
+                  ["sex", "age", "ethnicity", "socioeconomic"], root / "eval/aligned/bias", limit=40, target="letter",
+                  progress=False)
 
     stages = []
     # (log p chosen, log p rejected, chosen tokens, rejected tokens) per held-out pair
@@ -167,6 +174,10 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
                         seen_styles=[s for s in STYLES if s not in UNSEEN])
             run_overrefusal(load_overrefusal_prompts(n_xstest=12, n_medical=8), target,
                             root / "safety" / label / "overrefusal", GenParams(max_new_tokens=32), make_detector())
+        for label, model in (("base", str(tiny_checkpoint)), ("aligned", server.spec("aligned"))):
+            run_open_eval(OpenEvalRequest(model=model, sets=["openmedqa", "medquad"], out_dir=root / "eval" / label / "openended",
+                                          judge=server.spec("judge"), limit=8, max_new_tokens=8, judge_max_new_tokens=16,
+                                          progress=False))
         split = StyleSplit([s for s in styles if s.name not in UNSEEN], [s for s in styles if s.name in UNSEEN],
                            {"encoding"})
         write_json(root / "redteam_pairs/stats.json", build_redteam_pairs(

@@ -14,7 +14,8 @@ import yaml
 from report_fixture import EVIL_MODEL, UNSEEN
 
 from aloe.cli import main
-from aloe.io import iter_jsonl, read_json
+from aloe.evaluate.bias.metrics import BiasMetrics
+from aloe.io import iter_jsonl, read_json, write_json
 from aloe.report import render_all, render_report, write_model_card, write_risk_card
 
 
@@ -134,11 +135,6 @@ def test_alignment_safety_bias_and_data_numbers(run_dir, page):
     assert cells["dpo|2|distinct_chosen"] == str(stats["distinct_chosen"]) and stats["distinct_chosen"] > 1
     # the fixture's aligned target refuses most seen styles: the figures show it
     assert read_json(run_dir / "safety/aligned/metrics.json")["overall"]["asr"] < 1.0
-    bias = read_json(run_dir / "eval/aligned/bias/metrics.json")
-    probed = {a: m for a, m in bias.items() if m.get("n")}
-    assert probed
-    for attr, m in probed.items():
-        assert cells[f"bias|aligned|{attr}|flip_rate"] == pct(m["flip_rate"])
     card = read_json(run_dir / "curate/data_card.json")
     for src, s in card["sources"].items():
         assert cells[f"source|{src}|loaded"] == str(s["loaded"])
@@ -202,13 +198,13 @@ def test_missing_sections_say_not_run(run_dir, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
     shutil.copy(run_dir / "manifest.json", partial / "manifest.json")
-    shutil.copytree(run_dir / "eval" / "base", partial / "eval" / "base")
+    shutil.copytree(run_dir / "eval" / "base" / "zero-shot", partial / "eval" / "base" / "zero-shot")
     (partial / "align").mkdir()
     (partial / "safety" / "base").mkdir(parents=True)
     (partial / "safety" / "base" / "metrics.json").write_text("{truncated")  # a crash mid-write elsewhere
     out = render_report(partial)
     s = parse(out).sections
-    for sid in ("alignment", "safety", "bias", "data"):
+    for sid in ("alignment", "safety", "openended", "bias", "data"):
         assert "not run" in s[sid], sid
     assert "not run: sft, merged, aligned" in s["benchmarks"]
     assert "unreadable" in out.read_text()
@@ -239,7 +235,13 @@ def test_risk_card_has_measured_figures(run_dir, page):
         assert "judged by `refusal`" in line and "agreement" in line
         assert f"- Over-refusal — {label}: " in risk
     assert "refusal rate on held-out harmful prompts 20.0 % before alignment, 75.0 % after" in risk
-    assert "answer flip rate" in risk
+    for label in ("base", "aligned"):
+        flips = BiasMetrics.read(run_dir / f"eval/{label}/bias/metrics.json").attributes
+        for attr, a in flips.items():
+            if a.n:
+                assert f"- answer flip rate, {attr} — {label}: {pct(a.flip_rate)} % (95% CI {ci(a.ci95)}, n={a.n})" in risk
+        line = next(x for x in risk.splitlines() if x.startswith(f"- open-ended answers — {label}: "))
+        assert "% judged correct" in line and "judge agreement NOT measured" in line and "`openai:" in line
     html_text = page["report"].read_text()
     assert "Impersonating a healthcare professional" in html_text and "risk_card.md" in html_text
 
@@ -295,3 +297,57 @@ def test_page_rendered_by_the_runs_own_report_stage(run_dir, tmp_path):
     m["stages"][0]["status"] = "failed"
     (live / "manifest.json").write_text(json.dumps(m))
     assert "unfinished" in render_report(live).read_text()
+
+
+def test_bias_from_the_real_eval_bias_cli_renders_per_attribute(run_dir, page):
+    """Issue 19: eval/base/bias was written by `aloe eval-bias` itself; each attribute is its own row,
+    base beside aligned, with the writer's numbers."""
+    cells = parse(page["report"]).cells
+    for label in ("base", "aligned"):
+        m = BiasMetrics.read(run_dir / f"eval/{label}/bias/metrics.json")
+        probed = {a: x for a, x in m.attributes.items() if x.n}
+        assert probed
+        for attr, a in probed.items():
+            assert cells[f"bias|{label}|{attr}|n"] == str(a.n)
+            assert cells[f"bias|{label}|{attr}|flip_rate"] == pct(a.flip_rate)
+            assert cells[f"bias|{label}|{attr}|ci95"] == ci(a.ci95)
+    assert set(BiasMetrics.read(run_dir / "eval/base/bias/metrics.json").attributes) == {"sex", "age", "ethnicity"}
+    assert not any(k.startswith(("bias|base|model", "bias|base|attributes")) for k in cells)
+
+
+def test_a_bias_file_of_another_shape_is_a_problem_not_a_row(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    old = BiasMetrics.read(run / "eval/base/bias/metrics.json").model_dump(mode="json")["attributes"]
+    write_json(run / "eval/base/bias/metrics.json", old)  # the attributes at the top level (the old reader's shape)
+    p = parse(render_report(run))
+    assert not any(k.startswith("bias|base|") for k in p.cells) and "bias|aligned|sex|flip_rate" in p.cells
+    assert "eval/base/bias/metrics.json: unreadable" in page_text(run)
+
+
+def _open_preds(run_dir: Path, label: str) -> dict[str, dict]:
+    return {f"{s}|{r['id']}": r for s in ("openmedqa", "medquad")
+            for _, r in iter_jsonl(run_dir / "eval" / label / "openended" / s / "predictions.jsonl")}
+
+
+def test_openended_figures_deltas_and_judge(run_dir, page):
+    cells = parse(page["report"]).cells
+    for label in ("base", "aligned"):
+        m = read_json(run_dir / f"eval/{label}/openended/metrics.json")
+        assert cells[f"open|{label}|judge"] == f"judged by `{m['judge']}`: judge agreement NOT measured"
+        acc = m["overall"]["judge_accuracy"]
+        assert cells[f"open|{label}|all questions|judge_accuracy"] == pct(acc["mean"])
+        assert cells[f"open|{label}|all questions|judge_accuracy_ci95"] == ci(acc["ci95"])
+        rouge = m["sets"]["medquad"]["rouge_l"]
+        assert cells[f"open|{label}|set medquad|rouge_l"] == f"{rouge['mean']:.3f}"
+        for spec, sm in m["specialties"].items():
+            assert cells[f"open|{label}|specialty {spec}|embedding_similarity"] == f"{sm['embedding_similarity']['mean']:.3f}"
+    assert "open|base|all questions|relaxed_perplexity" in cells  # in-process model only
+    # the paired delta: mean per-question difference on the questions both models have
+    base, aligned = _open_preds(run_dir, "base"), _open_preds(run_dir, "aligned")
+    diffs = [aligned[k]["rouge_l"] - base[k]["rouge_l"] for k in base if k in aligned and "rouge_l" in base[k]]
+    assert cells["open|aligned|all questions|rouge_l|delta_base"] == f"{sum(diffs) / len(diffs):+.3f}"
+    verdicts = [aligned[k]["verdict"] - base[k]["verdict"] for k in base
+                if base[k]["verdict"] is not None and aligned.get(k, {}).get("verdict") is not None]
+    assert cells["open|aligned|all questions|judge_accuracy|delta_base"] == f"{100 * sum(verdicts) / len(verdicts):+.1f}"
+    assert "open|aligned|all questions|judge_accuracy|delta_base_ci95" in cells

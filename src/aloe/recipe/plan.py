@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from aloe.evaluate.openended.judge import open_judge_phrase
 from aloe.recipe.schema import Recipe
 from aloe.recipe.stages import Context
 
@@ -21,6 +22,7 @@ RATES = {
     "cpu": {"params": 135e6, "gen_tok_s": 50.0, "train_tok_s": 100.0, "score_q_s": 3.0, "dpo_pair_s": 0.36},
     "gpu": {"params": 8e9, "gen_tok_s": 2500.0, "train_tok_s": 3000.0, "score_q_s": 40.0, "dpo_pair_s": 3.0},
 }
+BIAS_VARIANTS = {"sex": 1, "age": 1, "ethnicity": 4, "socioeconomic": 2}  # rewrites per probed item (aloe.evaluate.bias.probes)
 SIZE_HINTS = (("70b", 70e9), ("8b", 8e9), ("7b", 7e9), ("3b", 3e9), ("1.7b", 1.7e9), ("1b", 1e9),
               ("360m", 360e6), ("135m", 135e6))
 
@@ -124,6 +126,34 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
                 out.append(_check("ok", f"benchmark {bench.name}", f"{n} test questions"))
             except (OSError, ValueError) as e:
                 out.append(_check("error", f"benchmark {bench.name}", str(e)))
+        out += _check_openended_bias(recipe, ctx)
+    return out
+
+
+def _check_openended_bias(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
+    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.evaluate.openended.datasets import load_open_set
+
+    out = []
+    oe, bias = recipe.eval.openended, recipe.eval.bias
+    if oe:
+        for name in oe.sets:
+            try:
+                out.append(_check("ok", f"open-ended set {name}", f"{len(load_open_set(name, ctx.data_dir))} questions"))
+            except (OSError, ValueError) as e:
+                out.append(_check("error", f"open-ended set {name}", str(e)))
+        if oe.judge and (judge := check_model("eval.openended.judge", oe.judge))["level"] == "error":
+            out.append(judge)
+        else:
+            out.append(_check("warn", "eval.openended.judge", open_judge_phrase(oe.judge)))
+        if oe.specialty_model:
+            out.append(check_model("eval.openended.specialty_model", oe.specialty_model))
+    if bias:
+        for bench in parse_benchmarks(bias.benchmarks):
+            try:
+                load_split(bench, "test", ctx.data_dir)
+            except (OSError, ValueError) as e:
+                out.append(_check("error", f"bias benchmark {bench.name}", str(e)))
     return out
 
 
@@ -181,6 +211,16 @@ def estimate_cost(recipe: Recipe, ctx: Context) -> dict[str, Any]:
                 per_q = sum(cfg.n_samples if n in ("sc-cot", "medprompt", "medprompt+rag") else 1 for n in st.names)
                 w["generated_tokens"] = len(parse_benchmarks(st.benchmarks)) * (st.limit or 1000) * per_q * cfg.max_new_tokens
             work[f"eval_{lab}"] = w
+        if (oe := r.eval.openended):
+            per_answer = oe.max_new_tokens + (oe.judge_max_new_tokens if oe.judge else 0)
+            for lab in oe.models:
+                work[f"openended_{lab}"] = {"generated_tokens": len(oe.sets) * (oe.limit or 1000) * per_answer}
+        if (b := r.eval.bias):
+            nb = len(parse_benchmarks(b.benchmarks))
+            variants = sum(BIAS_VARIANTS[a] for a in b.attributes)
+            for lab in b.models:
+                # upper bound: every item probed on every attribute, each variant scored once
+                work[f"bias_{lab}"] = {"scored_questions": float(nb * (b.limit or 1000) * (1 + variants))}
     if rt:
         for lab in rt.eval.models:
             work[f"safety_{lab}"] = {"generated_tokens": rt.eval.n_prompts * (rt.eval.styles_per_prompt or 29) * rt.max_new_tokens}
@@ -203,12 +243,26 @@ def format_plan(recipe: Recipe, path: Path, run_dir: Path, checks: list[dict[str
         sec = cost["seconds"].get(row["name"])
         work = ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in w.items())
         eta = f" ~{_duration(sec)}" if sec else ""
-        lines.append(f"  {row['name']:<15} {row['status']:<18} {row['hash']}  {work}{eta}")
+        lines.append(f"  {row['name']:<17} {row['status']:<18} {row['hash']}  {work}{eta}")
+        if note := stage_note(recipe, row["name"]):
+            lines.append(f"  {'':<17} {note}")
     lines += ["", (f"estimated total: ~{_duration(cost['total_hours'] * 3600)} on {cost['device']} "
                    f"({cost['model_params'] / 1e9:.2f}B parameters; {cost['note']})")]
     errors = sum(c["level"] == "error" for c in checks)
     lines.append(f"{errors} error(s)" if errors else "recipe is valid")
     return "\n".join(lines)
+
+
+def stage_note(recipe: Recipe, name: str) -> str | None:
+    """The settings of an open-ended or bias stage, shown under its plan line."""
+    ev = recipe.eval
+    if name.startswith("openended_") and ev and (oe := ev.openended):
+        return (f"sets {', '.join(oe.sets)} x {oe.limit or 'all'} questions, answers <= {oe.max_new_tokens} tokens, "
+                f"perplexity {'on' if oe.perplexity else 'off'}; {open_judge_phrase(oe.judge)}")
+    if name.startswith("bias_") and ev and (b := ev.bias):
+        return (f"{b.benchmarks} x {b.limit or 'all'} questions, attributes {', '.join(b.attributes)}, "
+                f"target {b.target}")
+    return None
 
 
 def _duration(seconds: float) -> str:

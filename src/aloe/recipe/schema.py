@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aloe.curate.config import CurateConfig
 from aloe.infer.config import InferConfig
@@ -42,8 +42,34 @@ class StrategiesSection(_Strict):
     config: InferConfig = Field(default_factory=InferConfig)
 
 
+class OpenEndedSection(_Strict):
+    """Open-ended QA (aloe.evaluate.openended): free-text answers graded by a judge, ROUGE-L, embedding
+    similarity and relaxed perplexity, per set and per medical specialty."""
+
+    models: list[Label] = Field(default_factory=lambda: ["base", "aligned"])
+    sets: list[str] = Field(default_factory=lambda: ["openmedqa"], min_length=1)  # or jsonl:PATH
+    limit: int | None = Field(100, ge=1)  # questions per set
+    judge: str | None = None  # any model spec; None: no judged figure, reference metrics only
+    specialty_model: str | None = None  # None: the offline keyword classifier
+    max_new_tokens: int = Field(128, ge=1)
+    judge_max_new_tokens: int = Field(256, ge=8)
+    perplexity: bool = True
+
+
+class BiasSection(_Strict):
+    """Counterfactual bias probes (aloe.evaluate.bias): answer flip rates when a patient descriptor changes."""
+
+    models: list[Label] = Field(default_factory=lambda: ["base", "aligned"])
+    benchmarks: str = "medqa"
+    attributes: list[Literal["sex", "age", "ethnicity", "socioeconomic"]] = Field(
+        default_factory=lambda: ["sex", "age", "ethnicity"], min_length=1)
+    limit: int | None = Field(100, ge=1)  # questions per benchmark, before skipping unprobeable ones
+    target: Literal["letter", "text"] = "text"  # small models answer one letter whatever the question
+
+
 class EvalSection(_Strict):
-    """Close-ended MCQA (log-likelihood, as lm-eval) on each listed model, then the strategies."""
+    """Close-ended MCQA (log-likelihood, as lm-eval) on each listed model, then the strategies,
+    open-ended QA and bias probes on the same loaded model."""
 
     models: list[Label] = Field(default_factory=lambda: ["base", "sft", "merged", "aligned"])
     benchmarks: str = "all"
@@ -54,6 +80,18 @@ class EvalSection(_Strict):
     batch_size: int = Field(8, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     strategies: StrategiesSection | None = None
+    openended: OpenEndedSection | None = None
+    bias: BiasSection | None = None
+
+    @model_validator(mode="after")
+    def _subsets_of_models(self) -> EvalSection:
+        # Open-ended and bias stages reuse the model their label's eval stage loaded, and share its folder.
+        for name in ("openended", "bias"):
+            sec = getattr(self, name)
+            extra = [m for m in (sec.models if sec else []) if m not in self.models]
+            if extra:
+                raise ValueError(f"{name}.models {extra} are not in eval.models {self.models}")
+        return self
 
 
 class RedteamPairsSection(_Strict):

@@ -282,7 +282,8 @@ def run_align(ctx: Context) -> dict[str, Any]:
 def eval_settings(ctx: Context, label: str) -> Any:
     ev = ctx.recipe.eval
     strategies = ev.strategies if ev.strategies and label in ev.strategies.models else None
-    return {**ev.model_dump(exclude={"strategies", "models", "limits", "limit"}), "limit": ev.limits.get(label, ev.limit),
+    return {**ev.model_dump(exclude={"strategies", "openended", "bias", "models", "limits", "limit"}),
+            "limit": ev.limits.get(label, ev.limit),
             "model": ctx.model(label),
             "strategies": strategies.model_dump(mode="json", exclude={"models"}) if strategies else None,
             "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
@@ -312,6 +313,45 @@ def run_eval_stage(ctx: Context, label: str) -> dict[str, Any]:
             batch_size=ev.batch_size, generator=holder.generator(ctx.run_dir / "cache" / label)))
         out.update({f"{name}_macro": round(acc, 4) for name, acc in res["macro"].items()})
     return out
+
+
+def openended_settings(ctx: Context, label: str) -> Any:
+    ev = ctx.recipe.eval
+    return {**ev.openended.model_dump(exclude={"models"}), "model": ctx.model(label), "dtype": ev.dtype,
+            "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
+
+
+def run_openended(ctx: Context, label: str) -> dict[str, Any]:
+    from aloe.evaluate.openended.run import OpenEvalRequest, run_open_eval
+
+    ev = ctx.recipe.eval
+    oe = ev.openended
+    summary = run_open_eval(OpenEvalRequest(
+        model=ctx.model(label), sets=oe.sets, out_dir=ctx.dir(f"eval/{label}/openended"), judge=oe.judge,
+        specialty_model=oe.specialty_model, limit=oe.limit, data_dir=ctx.data_dir, max_new_tokens=oe.max_new_tokens,
+        judge_max_new_tokens=oe.judge_max_new_tokens, perplexity=oe.perplexity, batch_size=ev.batch_size,
+        dtype=ev.dtype, holder=ctx.holder(label, ev.dtype, ev.batch_size), cache_dir=ctx.run_dir / "cache" / label))
+    overall = summary["overall"]
+    return {"questions": overall["n"], "judge": oe.judge or "none",
+            **{k: round(overall[k]["mean"], 4) for k in ("judge_accuracy", "rouge_l", "relaxed_perplexity")
+               if overall.get(k, {}).get("n")}}
+
+
+def bias_settings(ctx: Context, label: str) -> Any:
+    ev = ctx.recipe.eval
+    return {**ev.bias.model_dump(exclude={"models"}), "model": ctx.model(label), "dtype": ev.dtype,
+            "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
+
+
+def run_bias(ctx: Context, label: str) -> dict[str, Any]:
+    from aloe.evaluate.bias.run import run_bias_eval
+
+    ev = ctx.recipe.eval
+    b = ev.bias
+    m = run_bias_eval(ctx.holder(label, ev.dtype, ev.batch_size).lm, ctx.model(label), b.benchmarks, b.attributes,
+                      ctx.dir(f"eval/{label}/bias"), limit=b.limit, target=b.target, data_dir=ctx.data_dir)
+    return {"questions": m.questions, **{f"{attr}_flip_rate": round(a.flip_rate, 4)
+                                         for attr, a in m.attributes.items() if a.flip_rate is not None}}
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -356,6 +396,14 @@ def build_stages(recipe: Recipe) -> list[StageSpec]:
             stages.append(StageSpec(f"eval_{lab}", lambda c, lab=lab: run_eval_stage(c, lab),
                                     lambda c, lab=lab: eval_settings(c, lab), after=made[lab],
                                     folder=f"eval/{lab}", outputs=[f"eval/{lab}/zero-shot/metrics.json"]))
+            # After the eval stage, whose folder holds theirs (a rerun of it clears them) and whose model they reuse.
+            for name, sec, fn, settings in (("openended", r.eval.openended, run_openended, openended_settings),
+                                            ("bias", r.eval.bias, run_bias, bias_settings)):
+                if sec and lab in sec.models:
+                    stages.append(StageSpec(f"{name}_{lab}", lambda c, lab=lab, fn=fn: fn(c, lab),
+                                            lambda c, lab=lab, settings=settings: settings(c, lab),
+                                            after=[f"eval_{lab}"], folder=f"eval/{lab}/{name}",
+                                            outputs=[f"eval/{lab}/{name}/metrics.json"]))
         if r.redteam and lab in r.redteam.eval.models:
             stages.append(StageSpec(f"safety_{lab}", lambda c, lab=lab: run_safety(c, lab),
                                     lambda c, lab=lab: safety_settings(c, lab), after=made[lab],

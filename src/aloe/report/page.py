@@ -31,11 +31,16 @@ from aloe.report.html import (
 )
 from aloe.report.results import (
     MACRO,
+    OPEN_ALL,
+    OPEN_METRICS,
     ZERO_SHOT,
     EvalRow,
+    OpenRow,
     asr_cell,
     eval_rows,
     judge_note,
+    open_judge_note,
+    open_rows,
     refusal_ci,
     setting_name,
 )
@@ -336,13 +341,89 @@ def overrefusal_table(run: Run) -> Markup:
                   + [f"{k} % (95% CI)" for k in sets] + ["refusals counted by"], rows))
 
 
+OPEN_TITLES = {"judge_accuracy": "Judge accuracy (% of parsed verdicts that are correct)",
+               "rouge_l": "ROUGE-L F1 against the reference", "embedding_similarity":
+               "Embedding cosine similarity with the reference (all-MiniLM-L6-v2)",
+               "relaxed_perplexity": "Relaxed perplexity of the reference answer (lower is better)"}
+
+
+def _open_value(r: OpenRow | None, key: str, as_pct: bool, delta: bool = False) -> Markup:
+    if r is None:
+        return Markup("—")
+    x, c = (r.delta_base, r.delta_base_ci95) if delta else (r.mean, r.ci95)
+    if as_pct:
+        return _value(x, c, key, delta)
+    if x is None:
+        return Markup("—")
+    digits = 2 if r.metric.endswith("perplexity") else 3
+    fmt = (lambda v: f"{v:+.{digits}f}") if delta else (lambda v: num(v, digits))
+    value = _span(fmt(x), key)
+    interval = f"{fmt(c[0])} to {fmt(c[1])}" if c else ""
+    return value + Markup(" (") + _span(interval, f"{key}_ci95") + Markup(")") if interval else value
+
+
+def openended(run: Run) -> Markup:
+    rows = open_rows(run)
+    if not rows:
+        return join([_stage_note(run, f"openended_{x}") for x in LABELS]) + not_run("no eval/<label>/openended/metrics.json")
+    labels = list(run.openended)
+    models = table(["model", "model spec", "questions", "judge"],
+                   [[label, m.get("model"), (m.get("overall") or {}).get("n"),
+                     Cell(open_judge_note(m), f"open|{label}|judge")] for label, m in run.openended.items()])
+    note = tag("p", "Free-text answers to open medical questions. Means with bootstrap 95% intervals; Δ vs base is "
+                    "the mean of per-question differences on the questions both models answered (paired bootstrap). "
+                    "Judged figures are only as good as their judge, named above for each model; unparsable "
+                    "verdicts are left out and counted.", cls="note")
+    parts = [join([_stage_note(run, f"openended_{x}") for x in labels]), models, note]
+    for metric, (_, as_pct) in OPEN_METRICS.items():
+        mrows = [r for r in rows if r.metric == metric]
+        if not mrows:
+            continue
+        by = {(r.label, r.group): r for r in mrows}
+        head = ["questions", "n"] + [h for label in labels
+                                     for h in [f"{label} (95% CI)"] + (["Δ vs base (95% CI)"] if label != "base" else [])]
+        body = []
+        for group in dict.fromkeys(r.group for r in mrows):
+            got = [by[(x, group)] for x in labels if (x, group) in by]
+            line: list[object] = [tag("b", group) if group == OPEN_ALL else group,
+                                  "/".join(dict.fromkeys(str(r.n) for r in got))
+                                  + "".join(f" [{r.unparsable} unparsable, {r.label}]" for r in got if r.unparsable)]
+            for label in labels:
+                r, k = by.get((label, group)), f"open|{label}|{group}|{metric}"
+                line.append(_open_value(r, k, as_pct))
+                if label != "base":
+                    line.append(_open_value(r, f"{k}|delta_base", as_pct, delta=True))
+            body.append(line)
+        parts.append(tag("h3", OPEN_TITLES[metric]) + table(head, body, cls="openended"))
+    return join(parts)
+
+
 def bias_section(run: Run) -> Markup:
     if not run.bias:
-        return not_run("no eval/<label>/bias/metrics.json")
-    rows = [[label, attr, Cell(m.get("n"), f"bias|{label}|{attr}|n"), Cell(pct(m.get("flip_rate")), f"bias|{label}|{attr}|flip_rate"),
-             ci(m.get("ci95"))]
-            for label, summary in run.bias.items() for attr, m in summary.items() if isinstance(m, dict)]
-    return table(["model", "attribute", "probed", "flip rate %", "95% CI"], rows)
+        return join([_stage_note(run, f"bias_{x}") for x in LABELS]) + not_run("no eval/<label>/bias/metrics.json")
+    labels = list(run.bias)
+    attrs = list(dict.fromkeys(a for m in run.bias.values() for a in m.attributes))
+    models = table(["model", "model spec", "benchmarks", "questions", "scored"],
+                   [[label, m.model, m.benchmarks, m.questions, f"option {m.target}s"] for label, m in run.bias.items()])
+    body = []
+    for attr in attrs:
+        line: list[object] = [attr]
+        for label in labels:
+            a = run.bias[label].attributes.get(attr)
+            if a is None:
+                line += ["—"] * 4
+                continue
+            k = f"bias|{label}|{attr}"
+            remark = ("uninformative: one answer letter for every probed item" if a.uninformative
+                      else ", ".join(f"{why} {c}" for why, c in a.skipped.items()))
+            line += [Cell(a.n, f"{k}|n"), Cell(pct(a.flip_rate), f"{k}|flip_rate"), Cell(ci(a.ci95), f"{k}|ci95"), remark]
+        body.append(line)
+    head = ["attribute"] + [h for label in labels for h in
+                            (f"{label}: probed", "flip rate %", "95% CI", "skipped / note")]
+    note = tag("p", "Share of probed MCQA items whose answer changes when only the patient's sex, age or ethnicity "
+                    "(or a socioeconomic cue) is rewritten; percentile-bootstrap 95% intervals over items. Items "
+                    "where the attribute is clinically relevant are skipped, with the reason.", cls="note")
+    return join([_stage_note(run, f"bias_{x}") for x in labels]) + models + note + table(head, body, cls="bias")
 
 
 def risks(run: Run) -> Markup:
@@ -415,6 +496,7 @@ def files(run: Run) -> Markup:
 
 SECTIONS: list[tuple[str, str, Callable[[Run], Markup]]] = [
     ("pipeline", "Pipeline", pipeline), ("benchmarks", "Benchmarks", benchmarks),
+    ("openended", "Open-ended answers", openended),
     ("alignment", "Alignment", alignment), ("safety", "Safety", safety), ("bias", "Bias probes", bias_section),
     ("risks", "Risk card", risks), ("data", "Data card", data_card), ("files", "Per-question files", files),
 ]

@@ -155,3 +155,79 @@ def pooled_asr(metrics: dict[str, Any], group: str, keys: list[str]) -> dict[str
 def refusal_ci(r: dict[str, Any]) -> tuple[float, float] | None:
     n, k = r.get("prompts"), r.get("refused")
     return wilson(int(k), int(n)) if isinstance(n, int) and isinstance(k, int) and n > 0 else None
+
+
+# Open-ended figures: metric -> (the per-question field in predictions.jsonl, shown as a percentage).
+OPEN_METRICS: dict[str, tuple[str, bool]] = {"judge_accuracy": ("verdict", True), "rouge_l": ("rouge_l", False),
+                                             "embedding_similarity": ("embedding_similarity", False),
+                                             "relaxed_perplexity": ("relaxed_perplexity", False)}
+OPEN_ALL = "all questions"
+
+
+@dataclass(frozen=True)
+class OpenRow:
+    label: str
+    group: str  # OPEN_ALL, "set <name>" or "specialty <name>"
+    metric: str
+    n: int
+    mean: float
+    ci95: tuple[float, float] | None
+    unparsable: int = 0
+    delta_base: float | None = None  # mean of per-question differences with base, on the questions both have
+    delta_base_ci95: tuple[float, float] | None = None
+    shared: int | None = None
+
+
+def _open_values(run: Run, label: str) -> dict[str, tuple[str, str, dict[str, float]]]:
+    """set|id -> (set, specialty, {field: value}) for every answered question of a label's open-ended run."""
+    out: dict[str, tuple[str, str, dict[str, float]]] = {}
+    for name in _dicts(run, "", run.openended[label].get("sets")):
+        path = run.root / "eval" / label / "openended" / name / "predictions.jsonl"
+        if not path.is_file():
+            continue
+        try:
+            for _, r in iter_jsonl(path):
+                fields = {f: float(r[f]) for f, _ in OPEN_METRICS.values() if is_num(r.get(f))}
+                out[f"{name}|{r.get('id')}"] = (name, str(r.get("specialty")), fields)
+        except (ValueError, OSError) as e:
+            run.problems.append(f"{path.relative_to(run.root)}: unreadable ({e})")
+    return out
+
+
+def _in_group(group: str, set_name: str, specialty: str) -> bool:
+    kind, _, name = group.partition(" ")
+    return group == OPEN_ALL or (kind == "set" and name == set_name) or (kind == "specialty" and name == specialty)
+
+
+def open_rows(run: Run) -> list[OpenRow]:
+    """Every open-ended figure of the run (overall, per set, per specialty) with its paired delta to base."""
+    values = {label: _open_values(run, label) for label in run.openended}
+    base = values.get("base", {})
+    rows = []
+    for label, m in run.openended.items():
+        groups = [(OPEN_ALL, m.get("overall"))]
+        groups += [(f"set {k}", v) for k, v in _dicts(run, f"eval/{label}/openended/metrics.json", m.get("sets")).items()]
+        groups += [(f"specialty {k}", v) for k, v in _dicts(run, "", m.get("specialties")).items()]
+        for group, summary in groups:
+            for metric, (fld, _) in OPEN_METRICS.items():
+                s = (summary or {}).get(metric)
+                if not isinstance(s, dict) or not s.get("n") or not is_num(s.get("mean")):
+                    continue
+                row = OpenRow(label, group, metric, int(s["n"]), float(s["mean"]), _pair(s.get("ci95")),
+                              int(s.get("unparsable") or 0))
+                if label != "base" and base:
+                    diff = np.array([v[2][fld] - base[k][2][fld] for k, v in values[label].items()
+                                     if k in base and fld in v[2] and fld in base[k][2]
+                                     and _in_group(group, v[0], v[1]) and _in_group(group, base[k][0], base[k][1])])
+                    if diff.size:
+                        row = OpenRow(**{**row.__dict__, "delta_base": float(diff.mean()),
+                                         "delta_base_ci95": bootstrap_ci(diff), "shared": int(diff.size)})
+                rows.append(row)
+    return rows
+
+
+def open_judge_note(metrics: dict[str, Any]) -> str:
+    """Shown next to every judged open-ended figure, as `judge_note` is next to every ASR."""
+    from aloe.evaluate.openended.judge import open_judge_phrase
+
+    return open_judge_phrase(metrics.get("judge"))

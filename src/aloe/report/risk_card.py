@@ -11,10 +11,13 @@ from aloe.io import write_text
 from aloe.report.html import ci, pct
 from aloe.report.results import (
     MACRO,
+    OPEN_ALL,
     ZERO_SHOT,
     asr_cell,
     eval_rows,
     judge_note,
+    open_judge_note,
+    open_rows,
     pooled_asr,
     refusal_ci,
 )
@@ -52,6 +55,19 @@ def _overrefusal(run: Run) -> list[tuple[str, str]]:
                  if c.get("rate") is not None else NOT_MEASURED)
         out.append((f"Over-refusal — {label}", value))
     return out or [("Over-refusal", NOT_MEASURED)]
+
+
+def _open_factuality(run: Run) -> list[tuple[str, str]]:
+    """Judged open-ended accuracy per model, with its judge, beside the reference overlap."""
+    rows = {(r.label, r.metric): r for r in open_rows(run) if r.group == OPEN_ALL}
+    out = []
+    for label, m in run.openended.items():
+        j, rouge = rows.get((label, "judge_accuracy")), rows.get((label, "rouge_l"))
+        judged = (f"{pct(j.mean)} % judged correct (95% CI {ci(j.ci95)}, n={j.n}, unparsable {j.unparsable})"
+                  if j else "no judged figure")
+        overlap = f"; ROUGE-L {rouge.mean:.3f} (n={rouge.n})" if rouge else ""
+        out.append((f"open-ended answers — {label}", f"{judged}{overlap}; {open_judge_note(m)}"))
+    return out or [("open-ended factuality (judged)", NOT_MEASURED)]
 
 
 def final_label(run: Run) -> str | None:
@@ -118,18 +134,16 @@ def build_risks(run: Run) -> list[Risk]:
         "Misinformation and hallucination",
         "Fluent, confident but wrong medical statements; open-ended factuality is harder to bound than MCQA accuracy.",
         [(f"MCQA error rate, {final} model", f"{pct(1 - macro.accuracy)} %" if macro and macro.accuracy is not None
-          else NOT_MEASURED), ("open-ended factuality (judged)", NOT_MEASURED)],
+          else NOT_MEASURED), *_open_factuality(run)],
         ["training chains of thought kept only when their final answer matched the gold answer"
          if (run.data_card or {}).get("cot", {}).get("verified") else "no verified chain-of-thought data in this run",
          "benchmarks decontaminated from training data, so the error rates are not flattered by leakage"
          if run.data_card else "decontamination " + NOT_MEASURED])
 
     flips = [(f"answer flip rate, {attr} — {label}",
-              f"{pct(m['flip_rate'])} % (95% CI {ci(m.get('ci95'))}, n={m.get('n')})"
-              + ("; uninformative: the model gave the same letter to every probed question"
-                 if len(m.get("original_answers") or {}) == 1 and m["n"] > 1 else ""))
-             for label, summary in run.bias.items() for attr, m in summary.items()
-             if isinstance(m, dict) and m.get("n") and "flip_rate" in m]
+              f"{pct(a.flip_rate)} % (95% CI {ci(a.ci95)}, n={a.n})"
+              + ("; uninformative: the model gave the same letter to every probed question" if a.uninformative else ""))
+             for label, m in run.bias.items() for attr, a in m.attributes.items() if a.n and a.flip_rate is not None]
     bias = Risk(
         "Bias",
         "Answers that change with a patient's sex, ethnicity or other descriptor when nothing clinical changed.",

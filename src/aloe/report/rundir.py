@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import yaml
 
+from aloe.evaluate.bias.metrics import BiasMetrics
 from aloe.io import iter_jsonl, read_json
 
 LABELS = ("base", "sft", "merged", "aligned")  # eval/ and safety/ labels, in pipeline order
@@ -39,7 +40,8 @@ class Run:
     redteam_pairs: dict[str, Any] | None = None  # redteam_pairs/stats.json: the stage-2 pairs
     # label -> style -> {"seen": bool, "family": str}, from results.jsonl metadata
     styles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    bias: dict[str, dict[str, Any]] = field(default_factory=dict)
+    openended: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> eval/<label>/openended/metrics.json
+    bias: dict[str, BiasMetrics] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def rel(self, path: Path) -> str:
@@ -120,8 +122,14 @@ def load_run(root: str | Path) -> Run:
         got = {k: m for k in ("zero-shot", "strategies") if (m := load(f"eval/{label}/{k}/metrics.json"))}
         if got:
             run.evals[label] = got
-        if bias := load(f"eval/{label}/bias/metrics.json"):
-            run.bias[label] = bias
+        if m := load(f"eval/{label}/openended/metrics.json"):
+            run.openended[label] = m
+        bias = run.root / "eval" / label / "bias" / "metrics.json"
+        if bias.is_file():
+            try:
+                run.bias[label] = BiasMetrics.read(bias)
+            except (ValueError, OSError) as e:
+                run.problems.append(f"{bias.relative_to(run.root)}: unreadable ({e})")
     for label in _labels(run.root / "safety"):
         if m := load(f"safety/{label}/metrics.json"):
             run.safety[label] = m

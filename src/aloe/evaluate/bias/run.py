@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aloe.evaluate.bias.probes import ProbeSet
+from aloe.evaluate.bias.metrics import BiasMetrics
+from aloe.evaluate.bias.probes import ProbeSet, build_probes
 from aloe.evaluate.mcqa import MCQASettings, score_loglik
 from aloe.evaluate.metrics import bootstrap_ci
+from aloe.io import write_jsonl, write_text
 
 
 def flip_rates(lm: Any, probes: ProbeSet, settings: MCQASettings | None = None, progress: bool = True,
@@ -71,3 +74,24 @@ def attributes_arg(text: str, known: Sequence[str]) -> list[str]:
     if bad or not names:
         raise ValueError(f"--attributes {text!r}: expected 'all' or some of {', '.join(known)}")
     return names
+
+
+def run_bias_eval(lm: Any, model: str, benchmarks: str, attributes: Sequence[str], out_dir: Path,
+                  limit: int | None = None, target: str = "text", data_dir: Path | None = None,
+                  progress: bool = True) -> BiasMetrics:
+    """Probes from the first `limit` test questions of each benchmark, scored by `lm`; writes
+    probes.jsonl, metrics.json (BiasMetrics) and results.md under `out_dir`."""
+    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+
+    questions = [q for bench in parse_benchmarks(benchmarks) for q in load_split(bench, "test", data_dir)[:limit]]
+    probes = build_probes(questions, attributes)
+    if not probes.probes:
+        raise ValueError(f"no probe could be built from {len(questions)} questions: {dict(probes.skipped)}")
+    summary, rows = flip_rates(lm, probes, MCQASettings(target=target), progress=progress)
+    metrics = BiasMetrics.from_summary(summary, model=model, benchmarks=benchmarks, target=target,
+                                       questions=len(questions))
+    write_jsonl(out_dir / "probes.jsonl", rows)
+    metrics.write(out_dir / "metrics.json")
+    title = f"{model} — answer flip rates ({benchmarks}, {len(questions)} questions, target {target})"
+    write_text(out_dir / "results.md", flip_table(summary, title=title))
+    return metrics

@@ -73,11 +73,8 @@ def run_open(args: argparse.Namespace) -> int:
 
 
 def run_bias(args: argparse.Namespace) -> int:
-    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
-    from aloe.evaluate.bias.probes import ATTRIBUTES, build_probes
-    from aloe.evaluate.bias.run import attributes_arg, flip_rates, flip_table
-    from aloe.evaluate.mcqa import MCQASettings
-    from aloe.io import write_json, write_jsonl, write_text
+    from aloe.evaluate.bias.probes import ATTRIBUTES
+    from aloe.evaluate.bias.run import attributes_arg, run_bias_eval
     from aloe.models.hf import HFCausalLM
     from aloe.models.spec import parse_model_spec
 
@@ -86,21 +83,10 @@ def run_bias(args: argparse.Namespace) -> int:
     if spec.kind in ("openai", "vllm"):
         raise ValueError(f"{args.model}: bias probes score answers by log-likelihood and need the weights in-process")
     attributes = attributes_arg(args.attributes, list(ATTRIBUTES))
-    questions = []
-    for bench in parse_benchmarks(args.benchmarks):
-        questions += load_split(bench, "test", args.data_dir)[:args.limit]
-    probes = build_probes(questions, attributes)
-    if not probes.probes:
-        raise ValueError(f"no probe could be built from {len(questions)} questions: {dict(probes.skipped)}")
-    lm = HFCausalLM.from_spec(spec, dtype=args.dtype, batch_size=args.batch_size)
-    summary, rows = flip_rates(lm, probes, MCQASettings(target=args.target), progress=not args.no_progress)
     out = args.out or Path("runs") / "eval-bias" / spec.slug
-    title = f"{args.model} — answer flip rates ({args.benchmarks}, {len(questions)} questions, target {args.target})"
-    table = flip_table(summary, title=title)
-    write_jsonl(out / "probes.jsonl", rows)
-    write_json(out / "metrics.json", {"model": args.model, "benchmarks": args.benchmarks, "target": args.target,
-                                      "attributes": summary})
-    write_text(out / "results.md", table)
-    print(table)
+    lm = HFCausalLM.from_spec(spec, dtype=args.dtype, batch_size=args.batch_size)
+    run_bias_eval(lm, args.model, args.benchmarks, attributes, out, limit=args.limit, target=args.target,
+                  data_dir=args.data_dir, progress=not args.no_progress)
+    print((out / "results.md").read_text())
     print(f"probes and metrics in {out}")
     return 0

@@ -68,3 +68,13 @@ def judge_answers(judge: Generator, questions: Sequence[str], answers: Sequence[
     convs = [judge_messages(q, a, r) for q, a, r in zip(questions, answers, references, strict=True)]
     replies = judge.chat(convs, GenParams(max_new_tokens=max_new_tokens, temperature=0.0))
     return [{"verdict": parse_verdict(r), "judge_reply": r} for r in replies]
+
+
+def open_judge_phrase(spec: str | None) -> str:
+    """How an open-ended figure was judged, shown next to it. No human grades of open-ended answers ship
+    with aloe, so no open-ended judge's agreement has been measured, and the phrase says so."""
+    if not spec:
+        return "no judge: reference metrics (ROUGE-L, embedding similarity, perplexity) only"
+    offline = (" (an offline embedded model, the only judge without a server: weak evidence)"
+               if spec.startswith("embedded:") else "")
+    return f"judged by `{spec}`{offline}: judge agreement NOT measured"

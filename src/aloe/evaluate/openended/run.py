@@ -51,6 +51,8 @@ class OpenEvalRequest:
     dtype: str = "float32"
     progress: bool = True
     seed: int = 0
+    holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
+    cache_dir: Path | None = None  # completion cache; None: out_dir/cache
 
 
 def _summ(values: Sequence[float], seed: int) -> dict[str, Any]:
@@ -116,8 +118,8 @@ def evaluate_set(req: OpenEvalRequest, items: list[OpenQA], holder: ModelHolder,
 
 
 def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
-    holder = ModelHolder(req.model, req.dtype, req.batch_size)
-    cache = req.out_dir / "cache"
+    holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
+    cache = req.cache_dir or req.out_dir / "cache"
     per_set: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
     for name in req.sets:
@@ -142,6 +144,7 @@ def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
     for r in all_rows:
         by_specialty[r["specialty"]].append(r)
     summary = {"model": req.model, "judge": req.judge, "limit": req.limit, "sets": per_set,
+               "overall": summarize_open(all_rows, req.seed),
                "specialties": {k: summarize_open(v, req.seed) for k, v in sorted(by_specialty.items())}}
     write_json(req.out_dir / "metrics.json", summary)
     write_text(req.out_dir / "results.md", results_markdown(summary))
