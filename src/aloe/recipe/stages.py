@@ -315,10 +315,14 @@ def run_eval_stage(ctx: Context, label: str) -> dict[str, Any]:
     return out
 
 
-def openended_settings(ctx: Context, label: str) -> Any:
-    ev = ctx.recipe.eval
-    return {**ev.openended.model_dump(exclude={"models"}), "model": ctx.model(label), "dtype": ev.dtype,
+def _after_eval_settings(ctx: Context, label: str, section: Any) -> dict[str, Any]:
+    """A stage that reuses a label's evaluated model: its section, the model, its precision, the data."""
+    return {**section.model_dump(exclude={"models"}), "model": ctx.model(label), "dtype": ctx.recipe.eval.dtype,
             "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
+
+
+def openended_settings(ctx: Context, label: str) -> Any:
+    return _after_eval_settings(ctx, label, ctx.recipe.eval.openended)
 
 
 def run_openended(ctx: Context, label: str) -> dict[str, Any]:
@@ -338,9 +342,7 @@ def run_openended(ctx: Context, label: str) -> dict[str, Any]:
 
 
 def bias_settings(ctx: Context, label: str) -> Any:
-    ev = ctx.recipe.eval
-    return {**ev.bias.model_dump(exclude={"models"}), "model": ctx.model(label), "dtype": ev.dtype,
-            "data_dir": str(ctx.data_dir) if ctx.data_dir else None}
+    return _after_eval_settings(ctx, label, ctx.recipe.eval.bias)
 
 
 def run_bias(ctx: Context, label: str) -> dict[str, Any]:
