@@ -17,7 +17,6 @@ from aloe.redteam.asr import wilson
 from aloe.redteam.overrefusal import (
     AGREEMENT_FILE,
     PACKAGED,
-    XSTEST_COMPLETIONS,
     detector_agreement,
     load_medical_alarming,
     load_overrefusal_prompts,
@@ -26,8 +25,6 @@ from aloe.redteam.overrefusal import (
     run_overrefusal,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / XSTEST_COMPLETIONS).is_file(), reason="no /work/shared/data here")
 TINY = Path(__file__).resolve().parents[1] / "recipe" / "tiny.yaml"
 
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -78,9 +75,8 @@ def test_packaged_sets_counts_ids_and_licence():
         assert needle in source, needle
 
 
-@needs_shared
-def test_data_dir_reads_the_same_prompts_from_xstest_csvs():
-    assert load_xstest_safe(SHARED) == load_xstest_safe()
+def test_data_dir_reads_the_same_prompts_from_xstest_csvs(shared_data):
+    assert load_xstest_safe(shared_data) == load_xstest_safe()
 
 
 def test_small_samples_cover_every_type():
@@ -182,10 +178,9 @@ def test_metrics_carry_the_detector_and_its_measured_agreement(scripted, tmp_pat
     assert m["detector_note"].startswith("refusal = ")
 
 
-@needs_shared
-def test_detector_eval_reproduces_the_packaged_figures(tmp_path, capsys):
+def test_detector_eval_reproduces_the_packaged_figures(shared_data, tmp_path, capsys):
     out = tmp_path / "agreement.json"
-    assert main(["redteam", "overrefusal-detector-eval", "--data-dir", str(SHARED), "--out", str(out)]) == 0
+    assert main(["redteam", "overrefusal-detector-eval", "--data-dir", str(shared_data), "--out", str(out)]) == 0
     fresh, packaged = read_json(out), read_json(AGREEMENT_FILE)
     assert fresh["detectors"] == packaged["detectors"]
     assert fresh["detectors"]["refusal"]["all"]["n"] == 2250
