@@ -180,7 +180,7 @@ def estimate_cost(recipe: Recipe, ctx: Context) -> dict[str, Any]:
     r = recipe
     params = model_params(ctx.base_model if r.model.startswith("embedded:") else r.model)
     sft = r.sft_settings(model="x", data="x", output_dir="x") if r.sft is not None else None
-    device = "gpu" if (sft and (sft.bf16 or sft.accelerate_config)) or params > 2e9 else "cpu"
+    device = "gpu" if (sft and (sft.bf16 is True or sft.accelerate_config)) or params > 2e9 else "cpu"
     rate = {k: v * RATES[device]["params"] / params for k, v in RATES[device].items() if k != "params"}
     work: dict[str, dict[str, float]] = {}
     if r.curate and r.curate.cot.enabled:

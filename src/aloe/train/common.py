@@ -56,7 +56,8 @@ def load_model_for_training(s: TrainCommon) -> tuple[Any, Any]:
     from aloe.models.loading import resolve_weights
 
     where = resolve_weights(s.model)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if s.bf16 else torch.float32, "use_safetensors": True}
+    # `auto` keeps fp32 master weights: AdamW updates too small for bf16's 8-bit mantissa still land
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if s.bf16 is True else torch.float32, "use_safetensors": True}
     if s.method == "qlora":
         if not torch.cuda.is_available():
             raise ValueError("method qlora needs a CUDA GPU (4-bit bitsandbytes kernels); use method lora on CPU")
@@ -83,10 +84,46 @@ def peft_config(s: TrainCommon) -> Any:
                       target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
 
 
+def train_bf16(s: TrainCommon) -> bool:
+    """`s.bf16`, with `auto` resolved for the device the trainer will run on."""
+    if s.bf16 != "auto":
+        return s.bf16
+    import torch
+
+    from aloe.models.precision import resolve_precision
+    from aloe.train.config import AlignSettings
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # DPO under CPU bf16 autocast collapsed its loss to ~0.01 after one step on the AMX Xeon
+    # (benchmarks/precision_speed.py): bf16 rounding of the updated weights moves the sequence
+    # log-ratio by tens of nats, which drowns the learnt margin. Until the log-probabilities are
+    # computed in fp32, `auto` keeps DPO in fp32 on a CPU.
+    if isinstance(s, AlignSettings) and device == "cpu":
+        return False
+    return resolve_precision("auto", device) == "bf16"
+
+
+def precision_record(trainer: Any) -> dict[str, Any]:
+    """What a run computed in and on what hardware, so a speed or loss can be read against it."""
+    args, device = trainer.args, trainer.model.device
+    record: dict[str, Any] = {"compute": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+                              "weights": str(next(trainer.model.parameters()).dtype).removeprefix("torch.")}
+    if device.type == "cpu":
+        from aloe.models.precision import cpu_info
+
+        record["cpu"] = cpu_info()
+    elif device.type == "cuda":
+        import torch
+
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
 def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
     """Arguments common to SFTConfig and DPOConfig. Checkpoints go to <output_dir>/checkpoints."""
     import torch
 
+    bf16 = train_bf16(s)
     args = dict(
         output_dir=str(Path(s.output_dir) / "checkpoints"),
         # eval holds no gradients, so it can take bigger batches than training (packed bins of 1 x
@@ -94,7 +131,9 @@ def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
         per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=max(s.batch_size, 4),
         gradient_accumulation_steps=s.grad_accum, learning_rate=s.learning_rate,
         num_train_epochs=s.epochs, max_steps=s.max_steps, warmup_steps=s.warmup_ratio,
-        bf16=s.bf16, gradient_checkpointing=s.gradient_checkpointing,
+        # transformers refuses bf16 without a bf16 GPU unless told the run is on the CPU (then
+        # accelerate autocasts on the CPU)
+        bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available(), gradient_checkpointing=s.gradient_checkpointing,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
         logging_steps=s.logging_steps, report_to=s.report_to or "none", seed=s.seed,
         max_length=s.max_length, disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available(),
@@ -167,9 +206,13 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
 def save_final(trainer: Any, final_dir: str | Path, metrics: dict[str, Any]) -> Path:
     """A plain safetensors checkpoint (LoRA weights merged in), written atomically, then the marker.
 
+    Adds `precision` (precision_record) to `metrics`, so the stage's metrics.json written after
+    this carries it as well as the marker.
+
     Distributed runs (DeepSpeed ZeRO-3, FSDP) go through `trainer.save_model`, which gathers the
     sharded weights; LoRA adapters are then merged on the main process.
     """
+    metrics["precision"] = precision_record(trainer)
     final = Path(final_dir)
     tmp = final.with_name(f".{final.name}.tmp")
     acc = trainer.accelerator

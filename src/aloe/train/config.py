@@ -30,7 +30,10 @@ class TrainCommon(BaseModel):
     grad_accum: int = 1
     max_length: int = 1024
     warmup_ratio: float = 0.0
-    bf16: bool = False
+    # auto: bf16 autocast over fp32 weights where the device computes bf16 natively (AMX / AVX-512
+    # BF16 CPUs, bf16 GPUs: 2.3x per SFT step on a 2-core Xeon), fp32 elsewhere (emulated bf16 is
+    # ~4x slower); true also loads the weights in bf16
+    bf16: bool | Literal["auto"] = False
     gradient_checkpointing: bool = False
     save_steps: int = 50
     save_total_limit: int | None = 2
