@@ -4,6 +4,10 @@ A run is the folder `aloe eval-open --out` wrote (its `metrics.json` names the m
 each set's answers are in `<set>/predictions.jsonl`), or one set's folder inside it. Questions are
 matched by (set, id) and must have the same text in both runs; any question one run has and the
 other lacks is an error naming the file and the ids, unless `allow_partial` pairs the shared ones.
+
+A recipe run directory holds one such run per model label (`eval/<label>/openended/`);
+`run_dir_runs` finds two of them, and the comparison set and its votes live beside them in
+RUN_DIR/humaneval/ (`RUN_DIR_INPUT`, `RUN_DIR_DB`), where the report looks for them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 from aloe.io import RecordError, iter_jsonl, read_json
 
 SHOWN_IDS = 10  # missing ids listed in an error before "and N more"
+RUN_DIR_INPUT = Path("humaneval") / "comparisons.jsonl"
+RUN_DIR_DB = Path("humaneval") / "votes.sqlite"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,24 @@ def load_run(folder: str | Path) -> Run:
             answers[key] = Answered(_str_field(path, lineno, row, "question"),
                                     _str_field(path, lineno, row, "answer"), path)
     return Run(folder, metrics["model"], sets, answers)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A recipe run directory (its open-ended answers under eval/<label>/openended/), not an eval-open folder."""
+    return any((path / "eval").glob("*/openended/metrics.json"))
+
+
+def run_dir_runs(run_dir: Path, labels: tuple[str, str]) -> tuple[Path, Path]:
+    """The `aloe eval-open` folders of two model labels of a run directory."""
+    found = sorted(p.parent.parent.name for p in (run_dir / "eval").glob("*/openended/metrics.json"))
+    folders = []
+    for label in labels:
+        folder = run_dir / "eval" / label / "openended"
+        if not (folder / "metrics.json").is_file():
+            raise FileNotFoundError(f"{folder / 'metrics.json'}: missing, so model {label!r} has no open-ended "
+                                    f"answers in {run_dir} (labels with answers: {', '.join(found) or 'none'})")
+        folders.append(folder)
+    return folders[0], folders[1]
 
 
 def _ids(keys: list[tuple[str, str]]) -> str:

@@ -12,13 +12,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serve a page where clinicians compare two models' answers blind, or print "
                                    "win rates and a Bradley-Terry ranking from the votes.")
     hs = p.add_subparsers(dest="human_eval_command", metavar="build|add-rater|serve|results", required=True)
-    bd = hs.add_parser("build", help="pair two `aloe eval-open` runs' answers into serve's input",
+    bd = hs.add_parser("build", help="pair two models' open-ended answers into serve's input",
                        description="Match the questions two `aloe eval-open` runs answered (by set and id) and "
-                                   "write serve's JSONL input, models named from each run's metrics.json.")
-    bd.add_argument("run_a", type=Path, help="an `aloe eval-open --out` folder (or one set's folder in it)")
-    bd.add_argument("run_b", type=Path, help="the other run's folder")
-    bd.add_argument("--out", type=Path, required=True, help="JSONL to write")
-    bd.add_argument("--n", type=int, default=None, help="sample this many questions (default: all shared)")
+                                   "write serve's JSONL input, models named from each run's metrics.json. Given a "
+                                   "recipe run directory and --models, pair two of its eval/<label>/openended runs "
+                                   "and load them into RUN_DIR/humaneval/votes.sqlite, where the report reads votes.")
+    bd.add_argument("run_a", type=Path,
+                    help="an `aloe eval-open --out` folder (or one set's folder in it), or a recipe run directory")
+    bd.add_argument("run_b", type=Path, nargs="?", help="the other run's folder (not with a run directory)")
+    bd.add_argument("--models", default=None,
+                    help="LABEL_A,LABEL_B: the run directory's models to compare (eval/<label>/openended)")
+    bd.add_argument("--out", type=Path, default=None,
+                    help="JSONL to write (required for two folders; default RUN_DIR/humaneval/comparisons.jsonl)")
+    bd.add_argument("--db", type=Path, default=None,
+                    help="also load the set into this vote database (default RUN_DIR/humaneval/votes.sqlite "
+                         "for a run directory)")
+    bd.add_argument("--n", "--limit", dest="n", type=int, default=None,
+                    help="sample this many questions (default: all shared)")
     bd.add_argument("--seed", type=int, default=0, help="sampling seed")
     bd.add_argument("--names", default=None,
                     help="NAME_A,NAME_B to use instead of the runs' model specs (needed when both are the same)")
@@ -47,25 +57,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=results)
 
 
+def _pair(text: str | None, option: str) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    parts = [x.strip() for x in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"{option}: expected two comma-separated names, A,B")
+    return parts[0], parts[1]
+
+
 def build(args: argparse.Namespace) -> int:
-    from aloe.humaneval.build import build_comparisons
+    from aloe.humaneval.build import RUN_DIR_DB, RUN_DIR_INPUT, build_comparisons, is_run_dir, run_dir_runs
+    from aloe.humaneval.store import Store, read_comparisons
     from aloe.io import write_jsonl
 
-    names = None
-    if args.names is not None:
-        parts = [x.strip() for x in args.names.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise ValueError("--names: expected NAME_A,NAME_B")
-        names = (parts[0], parts[1])
-    rows, counts = build_comparisons(args.run_a, args.run_b, n=args.n, seed=args.seed, names=names,
+    if args.models is not None or is_run_dir(args.run_a):
+        labels = _pair(args.models, "--models")
+        if labels is None or args.run_b is not None or args.names is not None:
+            raise ValueError(f"{args.run_a} is a run directory: name the two models to compare with "
+                             "--models LABEL_A,LABEL_B (labels of eval/<label>/openended), without a second "
+                             "folder or --names")
+        run_a, run_b = run_dir_runs(args.run_a, labels)
+        names: tuple[str, str] | None = labels
+        out, db = args.out or args.run_a / RUN_DIR_INPUT, args.db or args.run_a / RUN_DIR_DB
+    else:
+        if args.run_b is None or args.out is None:
+            raise ValueError(f"{args.run_a}: not a run directory (no eval/<label>/openended/metrics.json); to pair "
+                             "two `aloe eval-open` folders give RUN_A RUN_B --out FILE")
+        run_a, run_b, out, db, names = args.run_a, args.run_b, args.out, args.db, _pair(args.names, "--names")
+    rows, counts = build_comparisons(run_a, run_b, n=args.n, seed=args.seed, names=names,
                                      allow_partial=args.allow_partial)
     if not rows:
         raise ValueError(f"no comparison to write: {counts}")
-    write_jsonl(args.out, rows)
+    write_jsonl(out, rows)
     models = ", ".join(rows[0]["answers"])
-    print(f"{counts['written']} comparisons ({models}) written to {args.out}; "
+    print(f"{counts['written']} comparisons ({models}) written to {out}; "
           f"{counts['shared']} shared questions, {counts['empty_answer_skipped']} skipped for an empty answer, "
-          f"{counts['only_in_a']} only in {args.run_a}, {counts['only_in_b']} only in {args.run_b}")
+          f"{counts['only_in_a']} only in {run_a}, {counts['only_in_b']} only in {run_b}")
+    if db is not None:
+        store = Store(db)
+        try:
+            n_tasks = store.load(read_comparisons(out))  # the validation serve runs on its input
+        finally:
+            store.close()
+        print(f"{n_tasks} comparisons in {db}; add raters with `aloe human-eval add-rater NAME --db {db}`, then "
+              f"`aloe human-eval serve --input {out} --db {db}`")
     return 0
 
 

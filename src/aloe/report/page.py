@@ -7,10 +7,12 @@ runner can render the page after any failure. Safety results are linked, never i
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aloe.humaneval.build import RUN_DIR_DB, RUN_DIR_INPUT
 from aloe.io import write_text
 from aloe.report.html import (
     Cell,
@@ -398,6 +400,40 @@ def openended(run: Run) -> Markup:
     return join(parts)
 
 
+def human_assessment(run: Run) -> Markup:
+    """Clinicians' blind pairwise votes on the run's own open-ended answers, or the commands that collect them."""
+    db, h = run.root / RUN_DIR_DB, run.human
+    if h is None:
+        labels = list(run.openended)
+        if len(labels) < 2:
+            return not_run("needs two models' open-ended answers, eval/<label>/openended/")
+        # base against the last stage that answered: what the pipeline changed
+        commands = [f"aloe human-eval build {shlex.quote(str(run.root))} --models {labels[0]},{labels[-1]}",
+                    f"aloe human-eval add-rater NAME --db {shlex.quote(str(db))}",
+                    f"aloe human-eval serve --input {shlex.quote(str(run.root / RUN_DIR_INPUT))} "
+                    f"--db {shlex.quote(str(db))}"]
+        state = f"no votes yet in {RUN_DIR_DB.as_posix()}" if db.is_file() else "no comparison set built"
+        return (not_run(state) + tag("p", "Clinicians compare two models' answers to the same open questions "
+                                          "blind; build the set from this run, give each rater a token, and "
+                                          "serve the page. The report shows the votes when it is next rendered.",
+                                     cls="note")
+                + tag("pre", "\n".join(commands), id="humaneval-commands"))
+    rates = h["win_rates"]
+    note = tag("p", f"{h['votes']} blind pairwise votes from {h['raters']} rater(s) on this run's open-ended answers "
+                    f"({RUN_DIR_DB.as_posix()}). A tie counts half a win; bootstrap 95% intervals. Bradley-Terry "
+                    f"strengths sum to 1. As text: aloe human-eval results --db {shlex.quote(str(db))}", cls="note")
+    wins = table(["model", "comparisons", "wins", "ties", "losses", "win rate %", "95% CI", "flags"],
+                 [[m, Cell(r["n"], f"human|{m}|n"), r["wins"], r["ties"], r["losses"],
+                   Cell(pct(r["win_rate"]), f"human|{m}|win_rate"), Cell(ci(r["ci95"]), f"human|{m}|ci95"),
+                   ", ".join(f"{k}: {v}" for k, v in h["flags"].get(m, {}).items())] for m, r in rates.items()])
+    pairs = table(["pair", "outcomes"], [[k, ", ".join(f"{m} {n}" for m, n in c.items())]
+                                         for k, c in h["head_to_head"].items()])
+    ranking = table(["rank", "model", "Bradley-Terry strength"],
+                    [[i, m, Cell(num(x), f"human|{m}|bradley_terry")]
+                     for i, (m, x) in enumerate(h["bradley_terry"].items(), 1)])
+    return note + wins + tag("h3", "Head to head") + pairs + tag("h3", "Ranking") + ranking
+
+
 def bias_section(run: Run) -> Markup:
     if not run.bias:
         return join([_stage_note(run, f"bias_{x}") for x in LABELS]) + not_run("no eval/<label>/bias/metrics.json")
@@ -496,7 +532,7 @@ def files(run: Run) -> Markup:
 
 SECTIONS: list[tuple[str, str, Callable[[Run], Markup]]] = [
     ("pipeline", "Pipeline", pipeline), ("benchmarks", "Benchmarks", benchmarks),
-    ("openended", "Open-ended answers", openended),
+    ("openended", "Open-ended answers", openended), ("humaneval", "Human assessment", human_assessment),
     ("alignment", "Alignment", alignment), ("safety", "Safety", safety), ("bias", "Bias probes", bias_section),
     ("risks", "Risk card", risks), ("data", "Data card", data_card), ("files", "Per-question files", files),
 ]

@@ -8,6 +8,7 @@ results (style, seen): their prompts and responses are harmful text and never le
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from urllib.parse import quote
 import yaml
 
 from aloe.evaluate.bias.metrics import BiasMetrics
+from aloe.humaneval.build import RUN_DIR_DB
+from aloe.humaneval.results import bradley_terry, summarize_votes
+from aloe.humaneval.store import read_votes
 from aloe.io import iter_jsonl, read_json
 
 LABELS = ("base", "sft", "merged", "aligned")  # eval/ and safety/ labels, in pipeline order
@@ -42,6 +46,7 @@ class Run:
     styles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     openended: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> eval/<label>/openended/metrics.json
     bias: dict[str, BiasMetrics] = field(default_factory=dict)
+    human: dict[str, Any] | None = None  # summarize_votes() of humaneval/votes.sqlite, once it holds votes
     problems: list[str] = field(default_factory=list)
 
     def rel(self, path: Path) -> str:
@@ -137,7 +142,23 @@ def load_run(root: str | Path) -> Run:
         if o := load(f"safety/{label}/overrefusal/metrics.json"):
             run.overrefusal[label] = o
     run.redteam_pairs = load("redteam_pairs/stats.json")
+    run.human = _human_votes(run)
     return run
+
+
+def _human_votes(run: Run) -> dict[str, Any] | None:
+    db = run.root / RUN_DIR_DB
+    if not db.is_file():
+        return None
+    try:
+        votes = read_votes(db)  # read-only: raters may be voting while the report renders
+    except (sqlite3.Error, ValueError, OSError) as e:
+        run.problems.append(f"{RUN_DIR_DB.as_posix()}: unreadable ({e})")
+        return None
+    if not votes:
+        return None
+    # summarize_votes ranks only 3+ models; the report ranks two as well, so the section reads the same either way
+    return summarize_votes(votes) | {"bradley_terry": bradley_terry(votes)}
 
 
 def _style_meta(run: Run, path: Path) -> dict[str, dict[str, Any]]:
