@@ -7,12 +7,13 @@ never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -157,3 +158,24 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def nonempty_text(path: str | Path, where: int | str, field: str, value: Any) -> str:
+    """A record's text field, stripped; missing, empty or not text is a RecordError naming it."""
+    if not isinstance(value, str) or not value.strip():
+        raise RecordError(path, where, field, "missing or empty")
+    return value.strip()
+
+
+def csv_rows(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for a CSV with a header; the line number counts physical lines, so a
+    field with embedded newlines still points at the row's first line."""
+    with open_text(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RecordError(path, 1, missing[0], f"header lacks column(s) {missing}; has {reader.fieldnames}")
+        start = reader.line_num + 1
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1

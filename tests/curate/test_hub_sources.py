@@ -190,7 +190,7 @@ def _item(k: int, text: str) -> Item:
 
 @pytest.mark.slow
 def test_ray_dedup_brings_back_ids_not_texts_and_matches_local(monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason="Ray Data comes with the dev extra: pip install -e '.[dev]' (make test installs it)")
     rng = np.random.default_rng(3)
     vocab = [f"w{k}" for k in range(400)]
     texts = [" ".join(rng.choice(vocab, 60)) for _ in range(80)]

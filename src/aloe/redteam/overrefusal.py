@@ -28,13 +28,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from aloe.io import RecordError, iter_jsonl, read_json, write_json, write_jsonl, write_text
+from aloe.io import RecordError, csv_rows, iter_jsonl, nonempty_text, read_json, write_json, write_jsonl, write_text
 from aloe.models.generator import GenParams, Generator, Messages
 from aloe.redteam.asr import asr_cell
 from aloe.redteam.judge_eval import binary_metrics
 from aloe.redteam.judge_labels import LabelledPair, load_label_file
 from aloe.redteam.judges import REFUSAL_PHRASES, RefusalJudge, Verdict
-from aloe.redteam.prompts import PACKAGED_DATA, _csv_rows, _text
+from aloe.redteam.prompts import PACKAGED_DATA
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ class BenignPrompt:
 def _from_jsonl(path: Path, set_name: str, category_field: str, id_prefix: str = "") -> list[BenignPrompt]:
     out = []
     for line, obj in iter_jsonl(path):
-        pid = _text(path, line, "id", obj.get("id"))
-        out.append(BenignPrompt(f"{id_prefix}{pid}", _text(path, line, "prompt", obj.get("prompt")), set_name,
-                                _text(path, line, category_field, obj.get(category_field))))
+        pid = nonempty_text(path, line, "id", obj.get("id"))
+        out.append(BenignPrompt(f"{id_prefix}{pid}", nonempty_text(path, line, "prompt", obj.get("prompt")), set_name,
+                                nonempty_text(path, line, category_field, obj.get(category_field))))
     return _unique(path, out)
 
 
@@ -93,11 +93,11 @@ def load_xstest_safe(data_dir: str | Path | None = None) -> list[BenignPrompt]:
         raise FileNotFoundError(f"no xstest_v2_completions_*.csv under {Path(data_dir) / XSTEST_CSV_DIR}")
     path = csvs[0]
     out = []
-    for line, row in _csv_rows(path, ["id", "type", "prompt"]):
-        kind = _text(path, line, "type", row["type"])
+    for line, row in csv_rows(path, ["id", "type", "prompt"]):
+        kind = nonempty_text(path, line, "type", row["type"])
         if not kind.startswith("contrast_"):
-            out.append(BenignPrompt(f"xstest-{_text(path, line, 'id', row['id'])}",
-                                    _text(path, line, "prompt", row["prompt"]), "xstest_safe", kind))
+            out.append(BenignPrompt(f"xstest-{nonempty_text(path, line, 'id', row['id'])}",
+                                    nonempty_text(path, line, "prompt", row["prompt"]), "xstest_safe", kind))
     return _unique(path, out)
 
 

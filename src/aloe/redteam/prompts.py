@@ -7,15 +7,14 @@ field of a bad record. Prompt texts are harmful by design: nothing here logs the
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aloe.io import RecordError, iter_jsonl, require_file
+from aloe.io import RecordError, csv_rows, iter_jsonl, nonempty_text, require_file
 
 PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data" / "redteam"
 
@@ -44,35 +43,14 @@ class HarmfulPrompt:
                    safe_response=d.get("safe_response"))
 
 
-def _text(path: Path, where: int | str, field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RecordError(path, where, field, "missing or empty")
-    return value.strip()
-
-
-def _csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) for a CSV with a header; the line number counts physical lines, so a
-    field with embedded newlines still points at the row's first line."""
-    require_file(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RecordError(path, 1, missing[0], f"header lacks column(s) {missing}; has {reader.fieldnames}")
-        start = reader.line_num + 1
-        for row in reader:
-            yield start, row
-            start = reader.line_num + 1
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def load_advbench(root: Path) -> list[HarmfulPrompt]:
     path = root / "advbench" / "harmful_behaviors.csv"
-    return [HarmfulPrompt(f"advbench-{i}", _text(path, line, "goal", row.get("goal")), "advbench", "harmful_behavior")
-            for i, (line, row) in enumerate(_csv_rows(path, ["goal"]))]
+    return [HarmfulPrompt(f"advbench-{i}", nonempty_text(path, line, "goal", row.get("goal")), "advbench", "harmful_behavior")
+            for i, (line, row) in enumerate(csv_rows(path, ["goal"]))]
 
 
 def load_harmbench(root: Path) -> list[HarmfulPrompt]:
@@ -80,26 +58,26 @@ def load_harmbench(root: Path) -> list[HarmfulPrompt]:
     they are skipped. A contextual behaviour is shown after its context, as HarmBench does."""
     path = root / "harmbench" / "harmbench_behaviors_text_all.csv"
     out = []
-    for line, row in _csv_rows(path, ["Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID"]):
-        functional = _text(path, line, "FunctionalCategory", row["FunctionalCategory"])
+    for line, row in csv_rows(path, ["Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID"]):
+        functional = nonempty_text(path, line, "FunctionalCategory", row["FunctionalCategory"])
         if functional == "copyright":
             continue
-        behavior = _text(path, line, "Behavior", row["Behavior"])
+        behavior = nonempty_text(path, line, "Behavior", row["Behavior"])
         context = (row.get("ContextString") or "").strip()
         if functional == "contextual":
             if not context:
                 raise RecordError(path, line, "ContextString", "contextual behaviour without a context")
             behavior = f"{context}\n\n---\n\n{behavior}"
-        out.append(HarmfulPrompt(f"harmbench-{_text(path, line, 'BehaviorID', row['BehaviorID'])}", behavior,
-                                 "harmbench", _text(path, line, "SemanticCategory", row["SemanticCategory"])))
+        out.append(HarmfulPrompt(f"harmbench-{nonempty_text(path, line, 'BehaviorID', row['BehaviorID'])}", behavior,
+                                 "harmbench", nonempty_text(path, line, "SemanticCategory", row["SemanticCategory"])))
     return out
 
 
 def load_strongreject(root: Path) -> list[HarmfulPrompt]:
     path = root / "harmbench" / "strongreject_dataset.csv"
-    return [HarmfulPrompt(f"strongreject-{i}", _text(path, line, "forbidden_prompt", row["forbidden_prompt"]),
-                          "strongreject", _slug(_text(path, line, "category", row["category"])))
-            for i, (line, row) in enumerate(_csv_rows(path, ["category", "forbidden_prompt"]))]
+    return [HarmfulPrompt(f"strongreject-{i}", nonempty_text(path, line, "forbidden_prompt", row["forbidden_prompt"]),
+                          "strongreject", _slug(nonempty_text(path, line, "category", row["category"])))
+            for i, (line, row) in enumerate(csv_rows(path, ["category", "forbidden_prompt"]))]
 
 
 def load_malicious_instruct(root: Path) -> list[HarmfulPrompt]:
@@ -111,8 +89,8 @@ def load_malicious_instruct(root: Path) -> list[HarmfulPrompt]:
 
 def load_do_not_answer(root: Path) -> list[HarmfulPrompt]:
     path = root / "do_not_answer" / "do_not_answer_en.jsonl"
-    return [HarmfulPrompt(f"donotanswer-{obj.get('id', line)}", _text(path, line, "question", obj.get("question")),
-                          "do_not_answer", _slug(_text(path, line, "risk_area", obj.get("risk_area"))))
+    return [HarmfulPrompt(f"donotanswer-{obj.get('id', line)}", nonempty_text(path, line, "question", obj.get("question")),
+                          "do_not_answer", _slug(nonempty_text(path, line, "risk_area", obj.get("risk_area"))))
             for line, obj in iter_jsonl(path)]
 
 
@@ -127,12 +105,12 @@ def load_medsafetybench(root: Path, split: str = "test") -> list[HarmfulPrompt]:
     for path in files:
         k = int(re.search(r"category_(\d+)", path.name).group(1))  # type: ignore[union-attr]
         gen = path.parent.name
-        for i, (line, row) in enumerate(_csv_rows(path, ["harmful_medical_request", "safe_response"])):
+        for i, (line, row) in enumerate(csv_rows(path, ["harmful_medical_request", "safe_response"])):
             out.append(HarmfulPrompt(
-                f"medsafetybench-{split}-{gen}-c{k}-{i}", _text(path, line, "harmful_medical_request",
+                f"medsafetybench-{split}-{gen}-c{k}-{i}", nonempty_text(path, line, "harmful_medical_request",
                                                                 row["harmful_medical_request"]),
                 "medsafetybench", MEDSAFETY_CATEGORIES.get(k, f"category_{k}"),
-                _text(path, line, "safe_response", row["safe_response"])))
+                nonempty_text(path, line, "safe_response", row["safe_response"])))
     return out
 
 
@@ -161,7 +139,7 @@ def load_prompts_jsonl(path: str | Path) -> list[HarmfulPrompt]:
     out = []
     for line, obj in iter_jsonl(path):
         for field in ("id", "prompt", "source", "category"):
-            _text(Path(path), line, field, obj.get(field) if field != "id" else str(obj.get("id") or ""))
+            nonempty_text(Path(path), line, field, obj.get(field) if field != "id" else str(obj.get("id") or ""))
         out.append(HarmfulPrompt.from_dict(obj))
     return out
 
