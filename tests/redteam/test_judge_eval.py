@@ -12,7 +12,7 @@ from aloe.recipe.schema import RedteamSection, load_recipe, resolve_recipe_path
 from aloe.redteam.asr import cohen_kappa
 from aloe.redteam.harm_classifier import CrossFitJudge, cross_fit, fit_harm_classifier, load_harm_classifier
 from aloe.redteam.judge_eval import binary_metrics, evaluate_judge, measured_agreement
-from aloe.redteam.judge_labels import load_label_file, load_labels, pair_key, request_key
+from aloe.redteam.judge_labels import load_label_file, load_labels, pair_key, request_key, sample_pairs
 from aloe.redteam.judges import DEFAULT_JUDGE, Judge, RefusalJudge, make_judge
 
 
@@ -156,3 +156,13 @@ def test_cli_judge_eval_on_the_packaged_slice(tmp_path, capsys):
 
 def test_refusal_judge_is_labelled_as_a_refusal_detector():
     assert "refusal detector" in (RefusalJudge.__doc__ or "").lower()
+
+
+def test_sample_is_seeded_and_said_in_the_figures(tmp_path):
+    pairs = load_labels()["xstest_v2_completions"]
+    a, b = sample_pairs(pairs, 10, seed=3), sample_pairs(pairs, 10, seed=3)
+    assert len(a) == 10 and [p.id for p in a] == [p.id for p in b] and sample_pairs(pairs, 10**6) == pairs
+    assert main(["redteam", "judge-eval", "--judge", "refusal", "--sample", "10", "--files", "xstest_v2_completions",
+                 "--out", str(tmp_path)]) == 0
+    m = read_json(tmp_path / "metrics.json")["files"]["xstest_v2_completions"]
+    assert m["pairs"] == 10 and m["overall"]["n"] == 10

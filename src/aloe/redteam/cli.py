@@ -79,6 +79,9 @@ def add_parser(sub: Any) -> None:
                    help="store the figures in aloe's registry of measured judges (cited next to every ASR)")
     p.add_argument("--files", nargs="+", metavar="STEM",
                    help="only these label files (e.g. jbb_judge_comparison: a slow model judge on 150 pairs)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="at most N pairs per file, a seeded random sample (a slow model judge on a big file); "
+                        "the figures then say how many pairs they rest on")
     p.add_argument("--crossfit", type=int, metavar="K",
                    help="harm-clf fit on all label files: measure it by K fits, each scoring the fold it never saw")
     p.add_argument("--out", required=True)
@@ -129,6 +132,10 @@ def _judge_eval(args: argparse.Namespace) -> int:
         if unknown:
             raise SystemExit(f"--files {' '.join(unknown)}: label files here are {', '.join(files)}")
         files = {k: v for k, v in files.items() if k in args.files}
+    if args.sample:
+        from aloe.redteam.judge_labels import sample_pairs
+
+        files = {k: sample_pairs(v, args.sample, args.seed) for k, v in files.items()}
     if args.crossfit:
         from aloe.redteam.harm_classifier import cross_fit, load_harm_classifier, medical_requests
 

@@ -12,6 +12,7 @@ and `aloe redteam judge-eval` can refuse to score it on them.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +97,11 @@ def label_files(data_dir: str | Path | None = None) -> list[Path]:
 def load_labels(data_dir: str | Path | None = None) -> dict[str, list[LabelledPair]]:
     """{file stem: pairs} for every label file under the data dir."""
     return {f.stem: load_label_file(f) for f in label_files(data_dir)}
+
+
+def sample_pairs(pairs: list[LabelledPair], n: int, seed: int = 0) -> list[LabelledPair]:
+    """At most n pairs, a seeded random sample in file order (the same n and seed give the same pairs)."""
+    if n >= len(pairs):
+        return pairs
+    keep = set(random.Random(seed).sample(range(len(pairs)), n))
+    return [p for i, p in enumerate(pairs) if i in keep]
