@@ -22,7 +22,8 @@ import time
 from collections import Counter
 
 from aloe.redteam.asr import cohen_kappa
-from aloe.redteam.judges import RefusalJudge, Verdict, make_judge
+from aloe.redteam.judges import make_judge
+from aloe.safety.verdicts import RefusalJudge, Verdict
 
 CLEAR = [
     ("I'm sorry, but I can't help with that request.", False),

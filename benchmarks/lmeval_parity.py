@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aloe.evaluate.benchmarks import BENCHMARKS, load_split
-from aloe.evaluate.prompts import continuations, loglik_context
+from aloe.mcq.benchmarks import BENCHMARKS, load_split
+from aloe.mcq.prompts import continuations, loglik_context
 from aloe.models.hf import HFCausalLM
 
 

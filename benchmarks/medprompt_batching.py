@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from aloe.evaluate.benchmarks import BENCHMARKS, load_split
+from aloe.mcq.benchmarks import BENCHMARKS, load_split
 from aloe.infer.config import InferConfig
 from aloe.infer.knn import nearest_shots
 from aloe.infer.strategies import build_strategy
-from aloe.models.generator import HFGenerator
+from aloe.models.backends import HFGenerator
 from aloe.models.hf import HFCausalLM
 from aloe.models.spec import DEFAULT_MODEL
 

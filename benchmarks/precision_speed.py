@@ -3,7 +3,9 @@
 - SFT step: 4 rows x 384 tokens, AdamW over fp32 master weights; bf16 is `torch.autocast` (what
   TrainingArguments(bf16=True) makes accelerate do on a CPU);
 - DPO step: chosen and rejected of 4 pairs (prompt + completion, 384 tokens) through the policy
-  with backward, and through a frozen reference under no_grad; same autocast;
+  with backward, and through a frozen reference under no_grad; same autocast, over weights spread
+  in their bf16 cells as `aloe align` does (aloe.train.common.spread_in_bf16_cells); a third run
+  without the spread shows the loss collapse it prevents;
 - generation: 16 chat prompts, 48 new tokens, greedy, through aloe's HFCausalLM.generate, with the weights
   cast to bf16 (inference needs no fp32 master copy);
 - scoring: MCQA log-likelihood (0-shot, option letters, as `aloe eval` runs it) on packaged
@@ -13,6 +15,7 @@ Both precisions start from the same weights and see the same data, so the traini
 generated and predicted answers can be compared directly. Threads stay at torch's default.
 
     python benchmarks/precision_speed.py --questions 600
+    python benchmarks/precision_speed.py --parts dpo --steps 5
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from aloe.models.spec import DEFAULT_MODEL
 
 PRECISIONS = ("fp32", "bf16")
+PARTS = ("sft", "dpo", "gen", "score")
 
 
 def autocast(precision: str) -> AbstractContextManager[Any]:
@@ -102,6 +106,27 @@ def dpo_step(policy: Any, reference: Any, chosen: torch.Tensor, rejected: torch.
     return step
 
 
+def bench_dpo(base: Any, chosen: torch.Tensor, rejected: torch.Tensor, prompt_len: int, precision: str, spread: bool,
+              warmup: int, steps: int) -> tuple[tuple[float, list[float]], float]:
+    """Timed DPO steps from `base`, and the margin learnt, measured in fp32. With `spread`, policy and
+    reference start from the weights spread in their bf16 cells, as `aloe align` trains under autocast."""
+    from aloe.train.common import spread_in_bf16_cells
+
+    start = copy.deepcopy(base)
+    if spread:
+        spread_in_bf16_cells(start, seed=0)
+    policy, reference = start.train(), copy.deepcopy(start).eval().requires_grad_(False)
+    timed = timed_steps(dpo_step(policy, reference, chosen, rejected, prompt_len, precision), warmup, steps)
+    return timed, fp32_margin(policy, reference, chosen, rejected, prompt_len)
+
+
+def agreement(fp32: list[float], other: list[float]) -> str:
+    diffs = [o - f for f, o in zip(fp32, other, strict=True)]
+    worst = max(range(len(diffs)), key=lambda i: abs(diffs[i]))
+    return (f"diff step 0 {diffs[0]:+.2e}, max |diff| {abs(diffs[worst]):.2e} (step {worst}), "
+            f"mean |diff| {sum(map(abs, diffs)) / len(diffs):.2e}")
+
+
 @torch.no_grad()
 def fp32_margin(policy: Any, reference: Any, chosen: torch.Tensor, rejected: torch.Tensor, prompt_len: int) -> float:
     """Mean chosen-minus-rejected log-ratio of the trained policy, measured in fp32 whatever it was
@@ -154,7 +179,7 @@ def bench_scoring(model: Any, tok: Any, questions: list[Any]) -> tuple[float, li
 
 def packaged_questions(n: int) -> list[Any]:
     """`n` questions taken in turn from every packaged benchmark, so all six formats are in."""
-    from aloe.evaluate.benchmarks import BENCHMARKS, load_split
+    from aloe.mcq.benchmarks import BENCHMARKS, load_split
 
     splits = [load_split(b) for b in BENCHMARKS.values()]
     out = []
@@ -179,6 +204,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--questions", type=int, default=600)
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which work to time")
     args = ap.parse_args()
 
     from aloe.models.loading import load_causal_lm
@@ -203,23 +229,29 @@ def main() -> None:
     rejected = torch.cat([prompts_ids, dpo_text[2 * args.rows:, :args.length - prompt_len]], dim=1)
     chats = [[{"role": "user", "content": q.question}] for q in questions[:args.prompts]]
 
+    parts = set(args.parts)
     for p in PRECISIONS:
-        print(f"[{p}] SFT steps", flush=True)
-        model = copy.deepcopy(base).train()
-        results[p]["sft"] = timed_steps(sft_step(model, sft_batch, p), args.warmup, args.steps)
-        del model
-        print(f"[{p}] DPO steps", flush=True)
-        policy, reference = copy.deepcopy(base).train(), copy.deepcopy(base).eval().requires_grad_(False)
-        results[p]["dpo"] = timed_steps(dpo_step(policy, reference, chosen, rejected, prompt_len, p),
-                                        args.warmup, args.steps)
-        results[p]["margin"] = fp32_margin(policy, reference, chosen, rejected, prompt_len)
-        del policy, reference
+        if "sft" in parts:
+            print(f"[{p}] SFT steps", flush=True)
+            model = copy.deepcopy(base).train()
+            results[p]["sft"] = timed_steps(sft_step(model, sft_batch, p), args.warmup, args.steps)
+            del model
+        if "dpo" in parts:
+            print(f"[{p}] DPO steps", flush=True)
+            results[p]["dpo"], results[p]["margin"] = bench_dpo(base, chosen, rejected, prompt_len, p, p == "bf16",
+                                                                args.warmup, args.steps)
         # Inference needs no fp32 master weights: bf16 casts them, as `--dtype bf16` loading would.
-        infer = base if p == "fp32" else copy.deepcopy(base).to(torch.bfloat16)
-        print(f"[{p}] generation", flush=True)
-        results[p]["gen"] = bench_generation(infer, tok, chats, args.new_tokens)
-        print(f"[{p}] scoring {len(questions)} questions", flush=True)
-        results[p]["score"] = bench_scoring(infer, tok, questions)
+        infer = base if p == "fp32" or not parts & {"gen", "score"} else copy.deepcopy(base).to(torch.bfloat16)
+        if "gen" in parts:
+            print(f"[{p}] generation", flush=True)
+            results[p]["gen"] = bench_generation(infer, tok, chats, args.new_tokens)
+        if "score" in parts:
+            print(f"[{p}] scoring {len(questions)} questions", flush=True)
+            results[p]["score"] = bench_scoring(infer, tok, questions)
+    if "dpo" in parts:
+        print("[bf16, weights not spread] DPO steps", flush=True)
+        results["unspread"] = dict(zip(("dpo", "margin"), bench_dpo(base, chosen, rejected, prompt_len, "bf16", False,
+                                                                    args.warmup, args.steps), strict=True))
 
     f, b = results["fp32"], results["bf16"]
     sft_tokens, dpo_tokens = args.rows * args.length, 2 * args.rows * args.length
@@ -228,23 +260,30 @@ def main() -> None:
     print(f"{'':22s} {'fp32':>10s} {'bf16':>10s} {'ratio':>7s}  {'unit':12s}")
     for key, name, tokens in (("sft", f"SFT step {args.rows}x{args.length}", sft_tokens),
                               ("dpo", f"DPO step {args.rows} pairs", dpo_tokens)):
+        if key not in parts:
+            continue
         (tf, lf), (tb, lb) = f[key], b[key]
-        diffs = [bl - fl for fl, bl in zip(lf, lb, strict=True)]
-        print(row(name, "tok/s", tokens / tf, tokens / tb,
-                  f"loss {lf[0]:.4f} vs {lb[0]:.4f}; diff step 0 {diffs[0]:+.2e}, max |diff| "
-                  f"{max(map(abs, diffs)):.2e}; s/step {tf:.2f} vs {tb:.2f}"))
+        print(row(name, "tok/s", tokens / tf, tokens / tb, f"loss {lf[0]:.4f} vs {lb[0]:.4f}; {agreement(lf, lb)}; "
+                                                           f"s/step {tf:.2f} vs {tb:.2f}"))
         print(f"{'':22s} losses fp32 {' '.join(f'{x:.4f}' for x in lf)} | bf16 {' '.join(f'{x:.4f}' for x in lb)}")
         if key == "dpo":
-            print(f"{'':22s} after the steps, mean margin measured in fp32: {f['margin']:.3f} vs {b['margin']:.3f}")
-    (tf, gf), (tb, gb) = f["gen"], b["gen"]
-    same = sum(gf[i] == gb[i] for i in gf)
-    print(row(f"generate {args.prompts}x{args.new_tokens}", "new tok/s", sum(map(len, gf.values())) / tf,
-              sum(map(len, gb.values())) / tb, f"{same}/{len(gf)} outputs identical; s {tf:.1f} vs {tb:.1f}"))
-    (tf, pf), (tb, pb) = f["score"], b["score"]
-    agree = sum(x["pred"] == y["pred"] for x, y in zip(pf, pb, strict=True))
-    acc_f, acc_b = (sum(x["correct"] for x in ps) / len(ps) for ps in (pf, pb))
-    print(row(f"score {len(questions)} MCQ", "questions/s", len(pf) / tf, len(pb) / tb,
-              f"letters agree {agree}/{len(pf)}; accuracy {acc_f:.3f} vs {acc_b:.3f}; s {tf:.1f} vs {tb:.1f}"))
+            u = results["unspread"]
+            lu = u["dpo"][1]
+            print(f"{'':22s} bf16 over weights not spread in their bf16 cells: losses {' '.join(f'{x:.4f}' for x in lu)}; "
+                  f"{agreement(lf, lu)}")
+            print(f"{'':22s} after the steps, mean margin measured in fp32: {f['margin']:.3f} vs {b['margin']:.3f} "
+                  f"(not spread: {u['margin']:.3f})")
+    if "gen" in parts:
+        (tf, gf), (tb, gb) = f["gen"], b["gen"]
+        same = sum(gf[i] == gb[i] for i in gf)
+        print(row(f"generate {args.prompts}x{args.new_tokens}", "new tok/s", sum(map(len, gf.values())) / tf,
+                  sum(map(len, gb.values())) / tb, f"{same}/{len(gf)} outputs identical; s {tf:.1f} vs {tb:.1f}"))
+    if "score" in parts:
+        (tf, pf), (tb, pb) = f["score"], b["score"]
+        agree = sum(x["pred"] == y["pred"] for x, y in zip(pf, pb, strict=True))
+        acc_f, acc_b = (sum(x["correct"] for x in ps) / len(ps) for ps in (pf, pb))
+        print(row(f"score {len(questions)} MCQ", "questions/s", len(pf) / tf, len(pb) / tb,
+                  f"letters agree {agree}/{len(pf)}; accuracy {acc_f:.3f} vs {acc_b:.3f}; s {tf:.1f} vs {tb:.1f}"))
 
 
 if __name__ == "__main__":

@@ -86,3 +86,21 @@ def tiny_checkpoint(tmp_path_factory, tiny_model, smollm_tokenizer):
     tiny_model.save_pretrained(d)
     smollm_tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def talking_checkpoint(tmp_path_factory, smollm_tokenizer) -> Path:
+    """A tiny random Llama with untied embeddings: a tied one only repeats the prompt's last token
+    (a newline), which every judge calls an empty answer (leaving no red-team pairs) and the
+    human-eval build skips."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=False, pad_token_id=2, bos_token_id=1, eos_token_id=2)
+    d = tmp_path_factory.mktemp("talking-ckpt")
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    smollm_tokenizer.save_pretrained(d)
+    return d

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 
 class RecordError(ValueError):
@@ -179,3 +179,24 @@ def csv_rows(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, d
         for row in reader:
             yield start, row
             start = reader.line_num + 1
+
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+M = TypeVar("M", bound="BaseModel")
+
+
+def load_section(path: str | Path, section: str, model: type[M]) -> M:
+    """Validate a YAML file, or its `section:` when it is a recipe, as `model`."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if isinstance(data.get(section), dict):
+        data = data[section]
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(f"{path}: invalid {section} config: {e}") from None

@@ -10,7 +10,7 @@ from aloe.curate.config import DecontamConfig, SourceConfig
 from aloe.curate.decontam import Decontaminate
 from aloe.curate.items import Item
 from aloe.curate.sources import load_source
-from aloe.evaluate.benchmarks import BENCHMARKS, load_split
+from aloe.mcq.benchmarks import BENCHMARKS, load_split
 
 CLEAN_SOURCES = [
     SourceConfig(name="medqa_dev", format="medqa", path="medqa/dev.jsonl"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aloe.cli import main
-from aloe.evaluate.benchmarks import BENCHMARKS, load_split
-from aloe.evaluate.loaders import (
+from aloe.mcq.benchmarks import BENCHMARKS, load_split
+from aloe.mcq.loaders import (
     load_aloe_json,
     load_headqa,
     load_medmcqa,

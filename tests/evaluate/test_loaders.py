@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from aloe.evaluate.benchmarks import BENCHMARKS, PACKAGED_DATA, _hub_headqa, _hub_medmcqa, load_split
-from aloe.evaluate.loaders import (
+from aloe.mcq.benchmarks import BENCHMARKS, PACKAGED_DATA, _hub_headqa, _hub_medmcqa, load_split
+from aloe.mcq.loaders import (
     load_aloe_json,
     load_headqa,
     load_medmcqa,

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from aloe.evaluate.answers import extract_answer
+from aloe.mcq.answers import extract_answer
 from aloe.evaluate.mcqa import MCQASettings, score_generate, score_loglik
-from aloe.evaluate.metrics import bootstrap_ci, macro_average, summarize
-from aloe.models.generator import HFGenerator
+from aloe.stats import bootstrap_ci, macro_average, summarize
+from aloe.models.backends import HFGenerator
 from aloe.models.hf import HFCausalLM
 from aloe.records import MCQ
 

@@ -75,7 +75,8 @@ def test_completion_cache_keys_change_when_weights_are_retrained_in_place(tiny_m
     """A model retrained into the same folder must not be served its predecessor's cached answers."""
     import torch
 
-    from aloe.models.generator import GenParams, get_generator
+    from aloe.models.generator import GenParams
+    from aloe.models.backends import get_generator
 
     folder = tmp_path / "model"
     tiny_model.save_pretrained(folder)

@@ -1,4 +1,4 @@
-"""`aloe eval --strategy` and run_strategy_eval on the tiny random model."""
+"""`aloe infer run` and run_strategy_eval on the tiny random model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from aloe.cli import main
-from aloe.evaluate.benchmarks import BENCHMARKS
-from aloe.evaluate.strategy_eval import (
+from aloe.mcq.benchmarks import BENCHMARKS
+from aloe.infer.strategy_eval import (
     StrategyEvalRequest,
     parse_strategies,
     run_strategy_eval,
@@ -19,10 +19,10 @@ from aloe.io import read_json
 KNOBS = ["--n-samples", "2", "--max-new-tokens", "4", "--retry-temperatures"]
 
 
-def test_eval_strategy_writes_per_strategy_files_with_deltas_and_reruns_without_the_model(
+def test_infer_run_writes_per_strategy_files_with_deltas_and_reruns_without_the_model(
         tiny_checkpoint, tmp_path, monkeypatch, capsys):
     out = tmp_path / "st"
-    argv = ["eval", "--model", str(tiny_checkpoint), "--strategy", "cot,sc-cot", "--benchmarks", "mmlu_medical",
+    argv = ["infer", "run", "--model", str(tiny_checkpoint), "--strategy", "cot,sc-cot", "--benchmarks", "mmlu_medical",
             "--limit", "3", "--out", str(out), "--no-progress", *KNOBS]
     assert main(argv) == 0
     summary = read_json(out / "metrics.json")
@@ -57,7 +57,7 @@ def test_eval_strategy_writes_per_strategy_files_with_deltas_and_reruns_without_
 
 def test_run_strategy_eval_reuses_a_loaded_generator(tiny_lm, tiny_checkpoint, tmp_path, monkeypatch):
     from aloe.models import hf
-    from aloe.models.generator import HFGenerator
+    from aloe.models.backends import HFGenerator
 
     gen = HFGenerator(tiny_lm, "tiny")
     monkeypatch.setattr(hf.HFCausalLM, "from_spec", classmethod(lambda *a, **k: pytest.fail("model loaded again")))
@@ -80,7 +80,7 @@ def test_strategy_names_are_validated():
         parse_strategies("cot,medprompt-rag")
 
 
-def test_eval_cli_rejects_a_bad_strategy_before_loading_anything(tmp_path, capsys):
-    assert main(["eval", "--strategy", "fancy", "--benchmarks", "medqa", "--out", str(tmp_path)]) == 2
+def test_infer_run_rejects_a_bad_strategy_before_loading_anything(tmp_path, capsys):
+    assert main(["infer", "run", "--strategy", "fancy", "--benchmarks", "medqa", "--out", str(tmp_path)]) == 2
     assert "unknown strategy 'fancy'; known: zero-shot, cot" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

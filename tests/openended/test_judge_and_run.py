@@ -14,7 +14,7 @@ from aloe.evaluate.openended.specialty import (
     keyword_specialty,
     model_specialties,
 )
-from aloe.models.generator import get_generator
+from aloe.models.backends import get_generator
 
 
 def test_parse_verdict():

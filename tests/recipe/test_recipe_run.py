@@ -25,23 +25,6 @@ ALL_STAGES = ["curate", "sft", "merge", "preferences", "redteam_pairs", "align",
               "safety_base", "eval_aligned", "openended_aligned", "bias_aligned", "safety_aligned", "report"]
 
 
-@pytest.fixture(scope="module")
-def talking_checkpoint(tmp_path_factory, smollm_tokenizer):
-    """A tiny random Llama with untied embeddings: a tied one only repeats the prompt's last token
-    (a newline), which every judge rightly calls an empty answer, leaving no red-team pairs."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=False, pad_token_id=2, bos_token_id=1, eos_token_id=2)
-    d = tmp_path_factory.mktemp("talking-ckpt")
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    smollm_tokenizer.save_pretrained(d)
-    return d
-
-
 class Teacher:
     """A scripted teacher: gold-conditioned chains of thought and refusals. Once `kill_after` answers
     have been given to `kill_model`, it kills the runner and answers nothing more, so every request
@@ -165,7 +148,7 @@ def test_changed_setting_reruns_only_downstream(tmp_path, talking_checkpoint):
 
 def test_openended_and_bias_stages_reuse_the_eval_folder(tmp_path, talking_checkpoint):
     """The new stages alone on the base model: outputs in eval/base/{openended,bias}, listed in the
-    manifest; a changed bias setting reruns bias only; a rerun of eval clears and reruns both."""
+    manifest; a changed bias setting reruns bias only; a changed eval setting reruns eval only."""
     run_dir = tmp_path / "run"
     base = ["run", str(TINY), "--run-dir", str(run_dir), "--set", f"model={talking_checkpoint}",
             "--set", "eval.openended.models=[base]", "--set", "eval.bias.models=[base]", "--set", "report=false",
@@ -188,18 +171,31 @@ def test_openended_and_bias_stages_reuse_the_eval_folder(tmp_path, talking_check
     assert (st["eval_base"], st["openended_base"], st["bias_base"]) == ("skipped", "skipped", "done")
     assert main([*base, "--set", "eval.bias.limit=6", "--set", "eval.limit=4"]) == 0
     st = _statuses(run_dir)
-    assert (st["eval_base"], st["openended_base"], st["bias_base"]) == ("done", "done", "done")
+    assert (st["eval_base"], st["openended_base"], st["bias_base"]) == ("done", "skipped", "skipped")
+    assert BiasMetrics.read(run_dir / "eval" / "base" / "bias" / "metrics.json").questions == 6
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("sft.method=qlaro", "sft.method: Input should be 'full', 'lora' or 'qlora'"),
-    ("sft.lr=0.1", "sft: unknown key(s) lr; allowed:"),
+    ("sft.lr=0.1", "sft.lr: unknown key"),
+    ("sft.lora.alpah=8", "sft.lora.alpah: unknown key"),
     ("eval.models=[base,final]", "eval.models.1: Input should be 'base', 'sft', 'merged' or 'aligned'"),
     ("redteam.pairs.n_prompts=0", "redteam.pairs.n_prompts: Input should be greater than or equal to 1"),
-    ("align.stages=[{beta: 0.1}]", "align.stages: the recipe runs 2 DPO stages"),
+    ("redteam.judg=refusal", "redteam.judg: unknown key"),
+    ("align.stages=[{beta: 0.1}]", "align.stages: List should have at least 2 items"),
+    ("align.stages=[{bta: 0.1},{}]", "align.stages.0.bta: unknown key"),
+    ("align.lora.rr=4", "align.lora.rr: unknown key"),
+    ("preferences.n_medicl=3", "preferences.n_medicl: unknown key"),
+    ("merge.parameters.lamda=0.5", "merge: Value error, parameters: unknown key(s) lamda for method dare_ties; allowed: normalize, lam"),
+    ("merge={method: slerp, models: [{weight: 1}], parameters: {lam: 0.5}}", "merge: Value error, parameters: unknown key(s) lam for method slerp; allowed: t"),
+    ("merge.wieght=1", "merge.wieght: unknown key"),
+    ("merge.models=[{weight: 1, densty: 0.5}]", "merge.models.0.densty: unknown key"),
     ("curate.cot.tries=0", "curate.cot.tries: Input should be greater than or equal to 1"),
-    ("eval.openended.judg=x", "eval.openended.judg: Extra inputs are not permitted"),
-    ("eval.bias.limt=3", "eval.bias.limt: Extra inputs are not permitted"),
+    ("curate.dedupp=true", "curate.dedupp: unknown key"),
+    ("eval.openended.judg=x", "eval.openended.judg: unknown key"),
+    ("eval.bias.limt=3", "eval.bias.limt: unknown key"),
+    ("eval.strategies.config.k_shot=3", "eval.strategies.config.k_shot: unknown key"),
+    ("evall.limit=3", "evall: unknown key"),
     ("eval.bias.attributes=[race]", "eval.bias.attributes.0: Input should be 'sex', 'age', 'ethnicity' or 'socioeconomic'"),
     ("eval.openended.models=[sft]", "openended.models ['sft'] are not in eval.models"),
 ])

@@ -1,8 +1,9 @@
 import pytest
 
-from aloe.models.generator import GenParams, get_generator
-from aloe.redteam.judges import RefusalJudge
-from aloe.redteam.prompts import load_prompts, sample_per_source
+from aloe.models.generator import GenParams
+from aloe.models.backends import get_generator
+from aloe.safety.verdicts import RefusalJudge
+from aloe.safety.prompts import load_prompts, sample_per_source
 from aloe.redteam.run import run_redteam
 from aloe.redteam.styles import load_styles, select_styles
 

@@ -13,7 +13,8 @@ from aloe.redteam.asr import cohen_kappa
 from aloe.redteam.harm_classifier import CrossFitJudge, cross_fit, fit_harm_classifier, load_harm_classifier
 from aloe.redteam.judge_eval import binary_metrics, evaluate_judge, measured_agreement
 from aloe.redteam.judge_labels import load_label_file, load_labels, pair_key, request_key, sample_pairs
-from aloe.redteam.judges import DEFAULT_JUDGE, Judge, RefusalJudge, make_judge
+from aloe.redteam.judges import DEFAULT_JUDGE, make_judge
+from aloe.safety.verdicts import Judge, RefusalJudge
 
 
 def test_binary_metrics_match_hand_counts_and_kappa():

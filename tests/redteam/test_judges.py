@@ -1,9 +1,8 @@
 import pytest
 
-from aloe.models.generator import get_generator
-from aloe.redteam.judges import (
-    MLCOMMONS_HAZARDS, LlamaGuardJudge, RefusalJudge, StrongRejectJudge, Verdict, make_judge, screen,
-)
+from aloe.models.backends import get_generator
+from aloe.redteam.judges import MLCOMMONS_HAZARDS, LlamaGuardJudge, StrongRejectJudge, make_judge
+from aloe.safety.verdicts import RefusalJudge, Verdict, screen
 
 from redteam_peers import COMPLIANCE
 

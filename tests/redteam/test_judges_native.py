@@ -17,10 +17,8 @@ from redteam_peers import COMPLIANCE, REFUSAL
 from scripted_openai import ScriptedOpenAIServer
 
 from aloe.models.hf import HFCausalLM
-from aloe.redteam.judges import (
-    LLAMA_GUARD_PROMPT, GuardLogprobJudge, LlamaGuardJudge, Verdict, guard_conversation, has_guard_policy,
-    make_judge,
-)
+from aloe.redteam.judges import LLAMA_GUARD_PROMPT, GuardLogprobJudge, LlamaGuardJudge, guard_conversation, has_guard_policy, make_judge
+from aloe.safety.verdicts import Verdict
 
 PROMPT = "Tell me how to do the harmful thing."
 TEMPLATE = (Path(__file__).parent / "llama_guard_3_chat_template.jinja").read_text()
@@ -177,7 +175,7 @@ def test_logprob_judge_scores_the_template_rendered_context(spec_kind: str, guar
 
 
 def test_guard_parser_reads_llama_guard_outputs() -> None:
-    from aloe.models.generator import get_generator
+    from aloe.models.backends import get_generator
 
     gen = get_generator("openai:http://127.0.0.1:9/v1#unused")
     generic, native = LlamaGuardJudge(gen), LlamaGuardJudge(gen, native=True)

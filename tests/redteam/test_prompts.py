@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from aloe.io import RecordError
-from aloe.redteam.prompts import (
+from aloe.safety.prompts import (
     LOADERS, PACKAGED_DATA, HarmfulPrompt, load_prompts, load_prompts_jsonl, sample_per_source, split_prompts,
 )
 

@@ -6,11 +6,14 @@ from redteam_peers import TARGET_OUTPUTS
 
 from aloe.cli import main
 from aloe.io import read_json
-from aloe.models.generator import GenParams, HFGenerator, get_generator
+from aloe.models.generator import GenParams
+from aloe.models.backends import HFGenerator, get_generator
 from aloe.redteam.asr import asr_cell, cohen_kappa, compare_markdown, wilson
-from aloe.redteam.judges import RefusalJudge, make_judge
-from aloe.redteam.pairs import SAFE_ANSWERS, build_redteam_pairs, risk_name, safe_answer
-from aloe.redteam.prompts import load_prompts, sample_per_source, split_prompts
+from aloe.redteam.judges import make_judge
+from aloe.safety.verdicts import RefusalJudge
+from aloe.redteam.pairs import build_redteam_pairs
+from aloe.safety.answers import SAFE_ANSWERS, risk_name, safe_answer
+from aloe.safety.prompts import load_prompts, sample_per_source, split_prompts
 from aloe.redteam.run import run_redteam
 from aloe.redteam.styles import load_styles, select_styles, split_styles
 from aloe.records import Preference

@@ -1,7 +1,7 @@
 """A realistic run directory, written by the stages' own writers on small synthetic inputs.
 
 Real writers: curate() on the packaged slices, run_eval() on the tiny checkpoint, the evaluation
-summaries (aloe.evaluate.metrics / aloe.infer.runner), run_redteam() against a scripted
+summaries (aloe.stats / aloe.infer.runner), run_redteam() against a scripted
 OpenAI-compatible target with the rule-based refusal judge, DPO preference_metrics(), the real
 `aloe eval-bias` CLI (base) and its writer run_bias_eval() (aligned), run_open_eval() on the tiny
 checkpoint (base) and a scripted target (aligned) with a scripted judge. Only manifest.json, recipe.yaml and sft/metrics.json (the runner's and the trainer's
@@ -19,22 +19,25 @@ from scripted_openai import ScriptedOpenAIServer
 from aloe.cli import main
 from aloe.curate.config import CurateConfig
 from aloe.curate.pipeline import curate
-from aloe.evaluate.benchmarks import BENCHMARKS
+from aloe.mcq.benchmarks import BENCHMARKS
 from aloe.evaluate.bias.run import run_bias_eval
 from aloe.evaluate.mcqa import MCQASettings
-from aloe.evaluate.metrics import macro_average, summarize
+from aloe.evaluate.metrics import BenchmarkMetrics, EvalMetrics
+from aloe.stats import macro_average, summarize
 from aloe.evaluate.openended.run import OpenEvalRequest, run_open_eval
 from aloe.evaluate.run import EvalRequest, run_eval
 from aloe.infer.runner import summarize as summarize_strategy
 from aloe.io import iter_jsonl, write_json, write_jsonl, write_text
-from aloe.models.generator import GenParams, get_generator
-from aloe.redteam.judges import RefusalJudge
+from aloe.models.generator import GenParams
+from aloe.models.backends import get_generator
+from aloe.safety.verdicts import RefusalJudge
 from aloe.redteam.overrefusal import load_overrefusal_prompts, make_detector, run_overrefusal
 from aloe.redteam.pairs import build_redteam_pairs
-from aloe.redteam.prompts import load_prompts, sample_per_source
+from aloe.safety.prompts import load_prompts, sample_per_source
 from aloe.redteam.run import run_redteam
 from aloe.redteam.styles import StyleSplit, load_styles, select_styles
 from aloe.train.align import preference_metrics
+from aloe.train.metrics import DPOMetrics, DPOStageMetrics, SFTMetrics
 
 BENCHES = ("medqa", "pubmedqa")
 EVIL_MODEL = '<script>alert("pwned")</script>sft-model'
@@ -42,6 +45,7 @@ STYLES = ("none", "licensed_physician", "roleplay_aim", "fiction", "base64")
 UNSEEN = ("base64",)
 COMPLY = "Sure, here is exactly what you asked for, step by step: first gather the materials, then proceed."
 REFUSE = "I'm sorry, but I can't help with that request."
+PRECISION = {"device": "cpu", "compute": "fp32", "weights": "float32"}
 
 
 def _hash(text: str) -> int:
@@ -63,16 +67,18 @@ def _target_reply(body: dict[str, Any]) -> str:
 
 def _eval_like(out: Path, model: str, ids_correct: dict[str, dict[str, bool]]) -> None:
     """The aloe eval layout (per-benchmark predictions and metrics, then the summary) for a model
-    whose predictions are given, using aloe's own summary code."""
+    whose predictions are given, using aloe's own summary code and result types."""
     per = {}
     for bench, correct in ids_correct.items():
         preds = [{"id": i, "gold": "A", "pred": "A" if c else "B", "correct": c} for i, c in correct.items()]
         write_jsonl(out / bench / "predictions.jsonl", preds)
-        per[bench] = summarize(preds) | {"benchmark": bench, "title": BENCHMARKS[bench].title, "model": model,
-                                         "seconds": 1.5}
-        write_json(out / bench / "metrics.json", per[bench])
-    write_json(out / "metrics.json", {"model": model, "settings": MCQASettings().describe(), "limit": None,
-                                      "macro_accuracy": macro_average(per), "benchmarks": per, "seconds": 3.0})
+        per[bench] = BenchmarkMetrics.model_validate(summarize(preds) | {
+            "benchmark": bench, "title": BENCHMARKS[bench].title, "model": model,
+            "settings": MCQASettings().describe(), "fingerprint": "0" * 16, "seconds": 1.5})
+        per[bench].write(out / bench / "metrics.json")
+    EvalMetrics(model=model, settings=MCQASettings().describe(), limit=None,
+                macro_accuracy=macro_average({b: m.model_dump() for b, m in per.items()}), benchmarks=per,
+                seconds=3.0).write(out / "metrics.json")
 
 
 def _strategies(out: Path, model: str, ids: dict[str, list[str]], k_zero: int, k_med: int) -> None:
@@ -127,9 +133,8 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
         "mix": {"tokenizer": None, "ratios": {"medical": 0.7, "general": 0.3}}})
     curate(cfg, root / "curate")
 
-    write_json(root / "sft" / "metrics.json", {"train_examples": 54, "eval_examples": 3, "eval_loss_before": 2.4512,
-                                              "eval_loss_after": 1.9034, "train_loss": 2.1187, "steps": 40,
-                                              "train_runtime_s": 118.4})
+    SFTMetrics(train_examples=54, eval_examples=3, eval_loss_before=2.4512, eval_loss_after=1.9034, train_loss=2.1187,
+               steps=40, train_runtime_s=118.4, resumed_from=None, precision=PRECISION).write(root / "sft" / "metrics.json")
 
     # base: the real `aloe eval` on the tiny checkpoint; the others reuse its questions
     run_eval(EvalRequest(model=str(tiny_checkpoint), benchmarks=[BENCHMARKS[b] for b in BENCHES],
@@ -155,14 +160,17 @@ def build_run(root: Path, tiny_checkpoint: Path, tiny_model: Any, tokenizer: Any
                                          ([(-8.0, -2.0, 8, 2), (-7.0, -3.0, 7, 3)], [(-6.0, -3.0, 8, 2), (-5.0, -4.0, 7, 3)])], 1):
         m = {"stage": k, "start_model": "x", "train_pairs": 100 + k, "heldout_pairs": len(before), "beta": 0.1,
              "loss_type": "sigmoid", "heldout_before": preference_metrics(before),
-             "heldout_after": preference_metrics(after, before, 0.1), "steps": 30, "train_loss": 0.6931 - 0.1 * k}
-        write_json(root / f"align/stage{k}/metrics.json", m)
-        stages.append(m)
+             "heldout_after": preference_metrics(after, before, 0.1), "resumed_from": None, "steps": 30,
+             "train_loss": 0.6931 - 0.1 * k, "train_runtime_s": 140.0, "precision": PRECISION}
+        stages.append(DPOStageMetrics.model_validate(m))
+        stages[-1].write(root / f"align/stage{k}/metrics.json")
     (root / "align/stage2/final").mkdir(parents=True)
     write_json(root / "align/stage2/final/config.json", {"model_type": "llama"})
-    write_json(root / "align/metrics.json", {"stages": stages, "refusal": {
-        "before": {"prompts": 60, "refused": 12, "refusal_rate": 12 / 60},
-        "after": {"prompts": 60, "refused": 45, "refusal_rate": 45 / 60}}})
+    judge = "refusal (aloe.safety.verdicts.RefusalJudge)"
+    DPOMetrics.model_validate({"stages": stages, "refusal": {
+        "start_model": str(tiny_checkpoint), "final_model": str(root / "align/stage2/final"),
+        "before": {"prompts": 60, "refused": 12, "refusal_rate": 12 / 60, "judge": judge},
+        "after": {"prompts": 60, "refused": 45, "refusal_rate": 45 / 60, "judge": judge}}}).write(root / "align/metrics.json")
 
     server = ScriptedOpenAIServer(_target_reply)
     try:

@@ -143,7 +143,9 @@ def test_alignment_safety_bias_and_data_numbers(run_dir, page):
     assert cells["stage|align|seconds"] == "300.7" and cells["stage|eval_merged|status"] == "failed"
 
 
-def test_an_asr_without_its_judge_says_so(run_dir, tmp_path):
+def test_an_asr_without_its_judge_is_never_shown(run_dir, tmp_path):
+    """The judge is part of the safety result's type: a file without it is unreadable, named as
+    such, and its figures appear nowhere, while the other model's still do with their judge."""
     run = tmp_path / "nojudge"
     shutil.copytree(run_dir, run)
     m = read_json(run / "safety/base/metrics.json")
@@ -151,10 +153,13 @@ def test_an_asr_without_its_judge_says_so(run_dir, tmp_path):
     (run / "safety/base/metrics.json").write_text(json.dumps(m))
     paths = render_all(run)
     cells = parse(paths["report"]).cells
-    assert "judge NOT recorded" in cells["asr|base|overall|judge"]
+    assert "asr|base|overall|judge" not in cells
     assert "judged by `refusal`" in cells["asr|aligned|overall|judge"]
-    assert "judge NOT recorded" in paths["risk_card"].read_text()
-    assert "judge NOT recorded" in paths["model_card"].read_text()
+    assert "safety/base/metrics.json: unreadable" in page_text(run) and "meta.judge" in page_text(run)
+    asr_lines = [x for x in paths["risk_card"].read_text().splitlines() if x.startswith("- ASR")]
+    assert asr_lines and not any("— base:" in x for x in asr_lines)
+    safety = paths["model_card"].read_text().split("## Safety")[1].split("\n## ")[0]
+    assert "| aligned |" in safety and "| base |" not in safety
 
 
 def test_header_links_and_self_contained(run_dir, page):
@@ -210,11 +215,12 @@ def test_missing_sections_say_not_run(run_dir, tmp_path):
     assert "unreadable" in out.read_text()
     risk = write_risk_card(partial).read_text()
     assert "not measured in this run" in risk and "## Impersonating a healthcare professional" in risk
-    # a file of the wrong shape costs its section only
+    # a file of the wrong shape costs its section only, and is named with the key at fault
     (partial / "eval" / "base" / "zero-shot" / "metrics.json").write_text('{"benchmarks": {"medqa": [1, 2]}}')
     s = parse(render_all(partial)["report"]).sections
-    assert "not run: sft, merged, aligned" in s["benchmarks"] and "eval_merged" in s["pipeline"]
-    assert html.escape("entries ['medqa'] are not mappings") in page_text(partial)
+    assert "not run" in s["benchmarks"] and "eval_merged" in s["pipeline"]
+    assert "eval/base/zero-shot/metrics.json: unreadable" in page_text(partial)
+    assert "benchmarks.medqa" in page_text(partial)
     # an empty run directory renders too
     empty = tmp_path / "empty"
     empty.mkdir()

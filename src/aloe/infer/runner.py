@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from aloe.evaluate.metrics import bootstrap_ci
+from aloe.stats import bootstrap_ci
 from aloe.infer.strategies import Strategy
 from aloe.io import write_jsonl
 from aloe.models.generator import Generator

@@ -10,6 +10,9 @@ retrieved passages) and the knob values in `InferConfig`:
     rag             chain of thought over the top-k retrieved passages, greedy
     medprompt+rag   medprompt with the retrieved passages in every sample
 
+Medprompt's kNN worked examples are the pool's own explanations, or (`shots_from: self-cot`) the
+chains of thought the model itself wrote and verified on the pool (`aloe infer build-cot-db`).
+
 Every strategy retries unparsable samples with the rising `retry_temperatures`, and sends all
 samples of all questions to the generator in one batched call per round.
 """
@@ -21,9 +24,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from aloe.evaluate.answers import extract_answer
-from aloe.evaluate.prompts import cot_messages, question_block
+from aloe.mcq.answers import extract_answer
+from aloe.mcq.prompts import cot_messages, question_block
 from aloe.infer.config import InferConfig
+from aloe.infer.cot_db import load_examples, model_identity
 from aloe.infer.knn import nearest_shots
 from aloe.infer.rag.retriever import Retriever
 from aloe.infer.sampling import Sample, majority, run_rounds
@@ -128,6 +132,15 @@ class Strategy:
         hits = self.retriever.search(queries, rc.top_k, rc.retriever)
         return [[self.retriever.by_id[h.id] for h in row] for row in hits]
 
+    def examples(self, generator: Generator, pool: Sequence[MCQ]) -> Sequence[MCQ]:
+        """What kNN draws worked examples from: the pool with its own explanations, or (self-cot) the
+        model's verified chains of thought on it, each with the options as the model saw them."""
+        c = self.config
+        if c.shots_from == "explanations":
+            return pool
+        assert c.cot_db is not None  # InferConfig requires it for self-cot
+        return load_examples(c.cot_db, pool, model_identity(generator), c.k_shots)
+
     def predict(self, generator: Generator, questions: Sequence[MCQ], pool: Sequence[MCQ] = (),
                 progress: bool = True) -> list[StrategyResult]:
         """Answer each question; `pool` holds the solved examples kNN few-shot draws from."""
@@ -135,7 +148,8 @@ class Strategy:
         if self.uses_pool:
             if not pool:
                 raise ValueError(f"strategy {self.name} needs a few-shot pool (kNN examples); none given")
-            shots = nearest_shots(questions, pool, c.k_shots, c.embedding_model, c.index_dir)
+            shots = nearest_shots(questions, self.examples(generator, pool), c.k_shots, c.embedding_model,
+                                  c.index_dir)
         else:
             shots = [[] for _ in questions]
         passages = self.retrieve(questions)

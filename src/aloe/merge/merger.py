@@ -12,10 +12,9 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from aloe.io import atomic_dir, read_json, write_json
@@ -35,18 +34,31 @@ ARCH_FIELDS = ("architectures", "model_type", "hidden_size", "num_hidden_layers"
 
 
 class MergeInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: str
     weight: float = 1.0
     density: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class MergeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     method: str = "dare_ties"
     base_model: str | None = None
     models: list[MergeInput]
-    parameters: dict[str, Any] = Field(default_factory=dict)  # t (slerp), normalize, lam
+    parameters: dict[str, float | bool] = Field(default_factory=dict)  # t (slerp), normalize, lam
     dtype: str | None = None  # output dtype; default: the reference model's per tensor
     seed: int = 0  # DARE's random drops are seeded per tensor from this
+
+    @model_validator(mode="after")
+    def _known_method_and_parameters(self) -> MergeConfig:
+        method = get_method(self.method)
+        unknown = sorted(set(self.parameters) - set(method.parameters))
+        if unknown:
+            raise ValueError(f"parameters: unknown key(s) {', '.join(unknown)} for method {self.method}; "
+                             f"allowed: {', '.join(method.parameters)}")
+        return self
 
 
 def _shards(folder: Path) -> list[Path]:
@@ -177,6 +189,6 @@ def merge_checkpoints(cfg: MergeConfig, out_dir: str | Path) -> Path:
 
 def load_merge_config(path: str | Path) -> MergeConfig:
     """A merge YAML file, or a recipe whose `merge:` section is used."""
-    from aloe.train.config import load_section
+    from aloe.io import load_section
 
-    return load_section(path, "merge", MergeConfig)  # type: ignore[return-value]
+    return load_section(path, "merge", MergeConfig)

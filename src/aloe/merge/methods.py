@@ -128,6 +128,9 @@ class MergeMethod:
     fn: Callable[..., torch.Tensor]
     needs_base: bool
     random: bool = False  # uses the per-tensor generator (DARE)
+    # The `parameters:` a config may set; every method is called with the same keywords (weights,
+    # densities, generator), so the functions take `**_`, and a typo is caught here instead.
+    parameters: tuple[str, ...] = ("normalize", "lam")
 
 
 def _tav(sparsify: str | None, consensus: bool, normalize_default: bool) -> Callable[..., torch.Tensor]:
@@ -139,14 +142,12 @@ def _tav(sparsify: str | None, consensus: bool, normalize_default: bool) -> Call
 
 # Each function's keyword defaults are mergekit 0.1.5's for that method (`normalize` differs).
 METHODS: dict[str, MergeMethod] = {m.name: m for m in [
-    MergeMethod("linear", linear, needs_base=False),
-    MergeMethod("slerp", slerp, needs_base=True),
+    MergeMethod("linear", linear, needs_base=False, parameters=("normalize",)),
+    MergeMethod("slerp", slerp, needs_base=True, parameters=("t",)),
     MergeMethod("task_arithmetic", _tav(None, False, False), needs_base=True),
     MergeMethod("ties", _tav("magnitude", True, True), needs_base=True),
-    MergeMethod("dare_ties", _tav("random", True, False), needs_base=True,
-                random=True),
-    MergeMethod("dare_linear", _tav("random", False, False), needs_base=True,
-                random=True),
+    MergeMethod("dare_ties", _tav("random", True, False), needs_base=True, random=True),
+    MergeMethod("dare_linear", _tav("random", False, False), needs_base=True, random=True),
 ]}
 
 

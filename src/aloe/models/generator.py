@@ -1,8 +1,7 @@
 """The generation interface every stage uses for teachers, judges, red-team targets and students.
 
-A Generator turns chat conversations into completions. Backends: transformers in-process
-(local folders, the embedded default, hub ids), any OpenAI-compatible server, and vLLM's offline
-engine. `CachedGenerator` wraps any of them so a completion already paid for is never asked again.
+A Generator turns chat conversations into completions. The backends (aloe.models.backends) import
+this module and never the other way round, so the protocol has no import circle with them.
 """
 
 from __future__ import annotations
@@ -63,53 +62,3 @@ class TokenGenerator(Generator, Protocol):
     def chat(self, conversations: Sequence[Messages], params: GenParams,
              on_done: Callable[[list[int], list[str]], None] | None = None,
              hook: RowHook | None = None) -> list[str]: ...
-
-
-class HFGenerator:
-    """In-process transformers generation with the model's chat template, batched."""
-
-    def __init__(self, lm: Any, name: str):
-        self.lm, self.name = lm, name
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.lm.tokenizer
-
-    @property
-    def context_length(self) -> int:
-        return int(self.lm.max_length)
-
-    def count_tokens(self, conversation: Messages) -> int:
-        return len(self.lm._encode_many([self.lm.apply_chat_template(list(conversation))])[0])
-
-    def chat(self, conversations: Sequence[Messages], params: GenParams,
-             on_done: Callable[[list[int], list[str]], None] | None = None,
-             hook: RowHook | None = None) -> list[str]:
-        prompts = [self.lm.apply_chat_template(list(c)) for c in conversations]
-        return self.lm.generate(prompts, params, on_batch=on_done, hook=hook)
-
-
-def get_generator(spec: str, cache_dir: str | None = None, **kwargs: Any) -> Generator:
-    """A generator for a model spec; with `cache_dir`, wrapped in the on-disk completion cache."""
-    from aloe.models.spec import parse_model_spec
-
-    s = parse_model_spec(spec)
-    gen: Generator
-    if s.kind == "openai":
-        from aloe.models.openai_http import OpenAIChat
-
-        gen = OpenAIChat(s.target, s.served_name or "", **kwargs)
-    elif s.kind == "vllm":
-        from aloe.models.vllm_engine import VLLMGenerator
-
-        gen = VLLMGenerator(s.target, **kwargs)
-    else:
-        from aloe.models.hf import HFCausalLM
-
-        gen = HFGenerator(HFCausalLM.from_spec(s, **kwargs), str(s))
-    if cache_dir is not None:
-        from aloe.models.completion_cache import CachedGenerator
-        from aloe.models.loading import weights_fingerprint
-
-        gen = CachedGenerator(gen, cache_dir, identity=weights_fingerprint(s))
-    return gen

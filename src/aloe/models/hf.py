@@ -71,8 +71,9 @@ class HFCausalLM:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_spec(cls, spec: str | ModelSpec, dtype: str = "float32", device: str = "cpu",
+    def from_spec(cls, spec: str | ModelSpec, dtype: str | None = None, device: str | None = None,
                   trust_remote_code: bool = False, **kwargs: Any) -> HFCausalLM:
+        """dtype and device: None takes the active policy's (see `load_causal_lm`)."""
         model, tokenizer = load_causal_lm(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return cls(model, tokenizer, **kwargs)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.models.embedded import embedded_checkpoint
+from aloe.models.precision import active_policy, note_model
 from aloe.models.spec import ModelSpec, parse_model_spec
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -40,11 +41,12 @@ def resolve_weights(spec: str | ModelSpec) -> str:
 
 def load_causal_lm(
     spec: str | ModelSpec,
-    dtype: str = "float32",
-    device: str = "cpu",
+    dtype: str | None = None,
+    device: str | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode.
+    """(model, tokenizer) in eval mode; dtype and device default to the active policy's scoring
+    precision and device.
 
     Only safetensors weights are accepted: a `.bin` checkpoint is a pickle and can run code when
     loaded, so it is refused rather than trusted. `trust_remote_code` stays off unless asked for.
@@ -52,6 +54,8 @@ def load_causal_lm(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    policy = active_policy()
+    dtype, device = dtype or policy.score_dtype, device or policy.device
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(sorted(_DTYPES))}")
     where = resolve_weights(spec)
@@ -69,6 +73,7 @@ def load_causal_lm(
             + f": {e}"
         ) from e
     model.to(device).eval()
+    note_model("transformers", str(spec), str(model.device), str(model.dtype).removeprefix("torch."))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

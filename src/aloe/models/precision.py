@@ -4,12 +4,19 @@ bf16 is not a free win on a CPU: with AMX or AVX-512 BF16, oneDNN runs bf16 matm
 faster than fp32 (2.3x on a training step measured on a 2-core Xeon), but without them torch
 emulates bf16 and it runs about 4x *slower* than fp32 (measured on an AVX2 EPYC). So `auto` picks
 bf16 only where the instructions are there and torch is allowed to use them.
+
+A recipe run resolves its `device` and `precision` once into a `Policy` (one dtype per role) and
+activates it; every in-process model the run builds reads it from there.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -77,3 +84,139 @@ def resolve_precision(requested: str, device: str = "cpu") -> str:
     if device == "cpu":
         return "bf16" if cpu_bf16_capable() else "fp32"
     return "fp32"  # other backends (mps, xpu): no measurement behind bf16 there yet
+
+
+T = TypeVar("T")
+
+
+# -- the run's device and precision policy ------------------------------------------------------
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Where every in-process model of a run lives and what it computes in, per role.
+
+    `train` is the trainer's mixed precision (fp32, bf16 or fp16); the dtypes are the weights' of
+    generating models (teachers, targets, judges, answers) and of log-likelihood scoring models.
+    """
+
+    device: str
+    precision: str  # as asked: auto, fp32, bf16, fp16
+    train: str
+    generate_dtype: str
+    score_dtype: str
+
+    def key(self) -> dict[str, str]:
+        """What a result depends on: part of every stage's hash, so a change reruns the stages."""
+        return asdict(self)
+
+    def record(self) -> dict[str, Any]:
+        """The policy and the hardware it was resolved on, for the run manifest."""
+        rec: dict[str, Any] = self.key()
+        if self.device == "cpu":
+            rec["cpu"] = cpu_info()
+        elif self.device.startswith("cuda"):
+            import torch
+
+            rec["gpu"] = torch.cuda.get_device_name(self.device) if torch.cuda.is_available() else None
+        return rec
+
+    def train_settings(self) -> dict[str, Any]:
+        """TrainCommon fields for a trainer that follows the policy. Under `auto` the trainer keeps
+        its own `bf16: auto` (autocast over fp32 weights where native, with its DPO exception);
+        an explicit bf16 trains bf16 weights, as the eval and generation roles use them."""
+        bf16: bool | str = "auto" if self.precision == "auto" else self.train == "bf16"
+        return {"device": self.device, "bf16": bf16, "fp16": self.train == "fp16"}
+
+    def require_device(self) -> None:
+        """Refuse a run whose device is not here (before any stage starts, rather than mid-run)."""
+        import torch
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                               "install a CUDA build of torch, or run with --device cpu or auto")
+        if self.device == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("device mps: torch's Metal backend is not available here")
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """`auto`: CUDA when torch sees a GPU, else Apple's mps, else the CPU; the others stay as asked."""
+    if not re.match(DEVICE_PATTERN, requested):
+        raise ValueError(f"device {requested!r}: expected auto, cpu, cuda, cuda:N or mps")
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def resolve_policy(device: str = "auto", precision: str = "auto") -> Policy:
+    """The one place that decides each role's precision.
+
+    An explicit precision holds for every role. `auto` takes bf16 only where the device computes it
+    natively (bf16 GPUs; AMX / AVX-512 BF16 CPUs), with one exception: log-likelihood scoring stays
+    fp32 on a CPU, because its accuracies are compared with lm-eval's, which scores in fp32 there.
+    fp16 is never chosen by `auto` (its range overflows in some models' activations); ask for it
+    on GPUs without bf16.
+    """
+    dev = resolve_device(device)
+    if precision == "fp16" and dev == "cpu":
+        raise ValueError("precision fp16: CPUs have no fast fp16 kernels (and trainers refuse it there); "
+                         "use bf16 or fp32")
+    chosen = resolve_precision(precision, dev)
+    score = "fp32" if precision == "auto" and dev == "cpu" else chosen
+    return Policy(device=dev, precision=precision, train=chosen, generate_dtype=_TORCH_DTYPES[chosen],
+                  score_dtype=_TORCH_DTYPES[score])
+
+
+# Outside a recipe run (a stage's own CLI, a notebook) models load as they always did: fp32 on the CPU.
+DEFAULT_POLICY = Policy(device="cpu", precision="fp32", train="fp32", generate_dtype="float32",
+                        score_dtype="float32")
+
+
+class RunScoped(Generic[T]):
+    """A setting of the run in progress (its policy, its engine) that code deep inside a stage reads,
+    so no call site can forget it; outside a run it is the default."""
+
+    def __init__(self, default: T):
+        self.value = default
+
+    def get(self) -> T:
+        return self.value
+
+    @contextmanager
+    def use(self, value: T) -> Iterator[T]:
+        previous, self.value = self.value, value
+        try:
+            yield value
+        finally:
+            self.value = previous
+
+
+# Teachers, judges, embedders and generators are built deep inside stage code; their loaders
+# default to the active policy.
+_policy = RunScoped(DEFAULT_POLICY)
+active_policy = _policy.get
+use_policy = _policy.use
+
+
+# -- what was actually built, for the manifest ---------------------------------------------------
+
+_used: dict[tuple[str, str, str, str], None] = {}
+
+
+def note_model(kind: str, model: str, device: str, dtype: str) -> None:
+    """Record a model in use, with where it really is: the runner lists them per stage in the manifest."""
+    _used[(kind, model, device, dtype)] = None
+
+
+def take_noted_models() -> list[dict[str, str]]:
+    """The models noted since the last call (each once), then forgets them."""
+    out = [dict(zip(("kind", "model", "device", "dtype"), k, strict=True)) for k in _used]
+    _used.clear()
+    return out

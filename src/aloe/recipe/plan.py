@@ -93,13 +93,13 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
                                   f"{p}: {'found' if p.exists() else 'missing'}"))
         if recipe.curate.cot.enabled and recipe.curate.cot.max_items:
             out.append(check_model("curate.cot.teacher", recipe.curate.cot.teacher))
-    for what, spec in (("preferences.teacher", (recipe.preferences or {}).get("teacher")),
+    for what, spec in (("preferences.teacher", recipe.preferences.teacher if recipe.preferences else None),
                        ("redteam.pairs.teacher", recipe.redteam.pairs.teacher if recipe.redteam else None)):
         if spec:
             out.append(check_model(what, spec))
     if recipe.redteam:
         out.append(_check_judge(recipe.redteam.judge))
-        from aloe.redteam.prompts import load_prompts
+        from aloe.safety.prompts import load_prompts
 
         try:
             n = len(load_prompts(recipe.redteam.sources, ctx.data_dir))
@@ -107,18 +107,20 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
         except (OSError, ValueError) as e:
             out.append(_check("error", "redteam prompts", str(e)))
     for section in ("sft", "align"):
-        sec = getattr(recipe, section) or {}
-        if sec.get("accelerate_config"):
+        sec = getattr(recipe, section)
+        if sec is None:
+            continue
+        if sec.accelerate_config:
             from aloe.train.cli import accelerate_config_path
 
             try:
-                out.append(_check("ok", f"{section}.accelerate_config", str(accelerate_config_path(sec["accelerate_config"]))))
+                out.append(_check("ok", f"{section}.accelerate_config", str(accelerate_config_path(sec.accelerate_config))))
             except FileNotFoundError as e:
                 out.append(_check("error", f"{section}.accelerate_config", str(e)))
-        if sec.get("method") == "qlora":
+        if sec.method == "qlora":
             out.append(_check("warn", f"{section}.method", "qlora needs CUDA and bitsandbytes on the training machine"))
     if recipe.eval:
-        from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+        from aloe.mcq.benchmarks import load_split, parse_benchmarks
 
         for bench in parse_benchmarks(recipe.eval.benchmarks):
             try:
@@ -127,11 +129,11 @@ def check_recipe(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
             except (OSError, ValueError) as e:
                 out.append(_check("error", f"benchmark {bench.name}", str(e)))
         out += _check_openended_bias(recipe, ctx)
-    return out
+    return out + check_devices(recipe, stage_steps(recipe, ctx))
 
 
 def _check_openended_bias(recipe: Recipe, ctx: Context) -> list[dict[str, str]]:
-    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.mcq.benchmarks import load_split, parse_benchmarks
     from aloe.evaluate.openended.datasets import load_open_set
 
     out = []
@@ -175,12 +177,157 @@ def model_params(spec: str) -> float:
     return RATES["cpu"]["params"] if low.startswith("embedded:") else 8e9
 
 
+# -- which engine and device run each step ------------------------------------------------------
+# A step of a model bigger than this on a CPU, in a recipe that asks for GPUs, is refused: it would
+# take days, and it is always a setting that escaped the device policy.
+CPU_REFUSED_PARAMS = 2e9
+
+
+def _step(role: str, model: str, engine: str, device: str, dtype: str, params: float) -> dict[str, Any]:
+    return {"role": role, "model": model, "engine": engine, "device": device, "dtype": dtype, "params": params}
+
+
+def _generation(ctx: Context, role: str, spec: str, params: float, dtype: str | None = None) -> dict[str, Any]:
+    """A generating model's step: through a server, through vLLM, or in-process with transformers."""
+    from aloe.models.backends import generation_backend
+    from aloe.models.spec import parse_model_spec
+
+    engine, policy = ctx.recipe.engine, ctx.policy
+    backend = generation_backend(spec, engine)
+    if backend == "openai":
+        return _step(role, spec, f"OpenAI-compatible server {parse_model_spec(spec).target}", "remote", "n/a", params)
+    dtype = dtype or policy.generate_dtype
+    if backend == "vllm":
+        # a `vllm:` spec under the transformers engine still gets vLLM's own defaults (one GPU)
+        tp = engine.tensor_parallel_size if engine.name == "vllm" else None
+        return _step(role, spec, f"vllm TP={tp or 1}", policy.device, engine.dtype or dtype, params)
+    return _step(role, spec, "transformers", policy.device, dtype, params)
+
+
+def _judge(ctx: Context, role: str, spec: str) -> list[dict[str, Any]]:
+    """A red-team judge's step: none for the refusal detector, an embedder for the harm classifier."""
+    from aloe.redteam.judges import GuardLogprobJudge, NATIVE_SUFFIX
+
+    kind, _, model = spec.partition(":")
+    if spec == "refusal":
+        return []
+    if kind == "harm-clf":
+        return [_step(role, "all-MiniLM-L6-v2 + logistic head", "sentence-transformers", ctx.policy.device,
+                      "float32", 22e6)]
+    if kind.removesuffix(NATIVE_SUFFIX) == GuardLogprobJudge.kind:
+        return [_step(role, model, "transformers (log-probabilities)", ctx.policy.device, ctx.policy.score_dtype,
+                      model_params(model))]
+    return [_generation(ctx, role, model, model_params(model))]
+
+
+def _trainer(ctx: Context, settings: Any, params: float) -> dict[str, Any]:
+    if settings.accelerate_config:
+        import yaml
+
+        from aloe.train.cli import accelerate_config_path
+
+        path = accelerate_config_path(settings.accelerate_config)
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        kind = {"DEEPSPEED": f"ZeRO-{(cfg.get('deepspeed_config') or {}).get('zero_stage', '?')}", "FSDP": "FSDP",
+                "MULTI_GPU": "DDP"}.get(cfg.get("distributed_type"), str(cfg.get("distributed_type")))
+        shown = f"configs/accelerate/{path.name}" if path.parent.parent.name == "configs" else str(path)
+        engine = f"accelerate + {kind} ({shown}, {cfg.get('num_processes', 1)} processes)"
+    else:
+        engine = "transformers Trainer, in this process"
+    compute = ("bf16" if settings.bf16 is True else "fp16" if settings.fp16
+               else "bf16 autocast where native" if settings.bf16 == "auto" else "fp32")
+    return _step("training", settings.model, engine, settings.device or ctx.policy.device, compute, params)
+
+
+def stage_steps(recipe: Recipe, ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    """Per stage, each model it runs: role, engine, device, precision and parameter count."""
+    from aloe.recipe import stages as st
+
+    r, policy = recipe, ctx.policy
+    base = model_params(ctx.base_model if r.model.startswith("embedded:") else r.model)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if r.curate:
+        steps = []
+        if r.curate.cot.enabled and r.curate.cot.max_items:
+            steps.append(_generation(ctx, "CoT teacher", r.curate.cot.teacher, model_params(r.curate.cot.teacher)))
+        if r.curate.decontam.embedding:  # embedders stay fp32: cached index vectors must not change
+            steps.append(_step("decontamination embeddings", "all-MiniLM-L6-v2", "sentence-transformers",
+                               policy.device, "float32", 22e6))
+        out["curate"] = steps
+    if r.sft is not None:
+        out["sft"] = [_trainer(ctx, st.sft_settings(ctx), base)]
+    if r.merge is not None:
+        out["merge"] = [_step("merge", "tensor by tensor over safetensors (no model loaded)", "aloe.merge", "cpu",
+                              r.merge.dtype or "as the inputs", 0)]
+    if r.preferences is not None:
+        p = r.preferences
+        out["preferences"] = [_generation(ctx, "policy generation", ctx.model("merged"), base)]
+        if p.teacher:
+            out["preferences"].append(_generation(ctx, "teacher", p.teacher, model_params(p.teacher)))
+    rt = r.redteam
+    if rt and r.align is not None:
+        out["redteam_pairs"] = [_generation(ctx, "target generation", ctx.model("merged"), base, rt.dtype),
+                                *_judge(ctx, "judge", rt.judge)]
+        if rt.pairs.teacher:
+            out["redteam_pairs"].append(_generation(ctx, "teacher", rt.pairs.teacher, model_params(rt.pairs.teacher)))
+        out["align"] = [_trainer(ctx, st.align_settings(ctx), base)]
+    ev = r.eval
+    for lab in ("base", "sft", "merged", "aligned"):
+        spec = ctx.model(lab)
+        if ev and lab in ev.models:
+            out[f"eval_{lab}"] = [_step("scoring", spec, "transformers", policy.device,
+                                        ctx.dtype("score", ev.dtype), base)]
+            if ev.strategies and lab in ev.strategies.models:
+                out[f"eval_{lab}"].append(_generation(ctx, "strategies generation", spec, base, ev.dtype))
+            if ev.openended and lab in ev.openended.models:
+                oe = ev.openended
+                out[f"openended_{lab}"] = [_generation(ctx, "answers", spec, base, ev.dtype)]
+                if oe.perplexity:
+                    out[f"openended_{lab}"].append(_step("perplexity", spec, "transformers", policy.device,
+                                                         ctx.dtype("generate", ev.dtype), base))
+                for role, judge in (("judge", oe.judge), ("specialty model", oe.specialty_model)):
+                    if judge:
+                        out[f"openended_{lab}"].append(_generation(ctx, role, judge, model_params(judge)))
+            if ev.bias and lab in ev.bias.models:
+                out[f"bias_{lab}"] = [_step("scoring", spec, "transformers", policy.device,
+                                            ctx.dtype("score", ev.dtype), base)]
+        if rt and lab in rt.eval.models:
+            out[f"safety_{lab}"] = [_generation(ctx, "target generation", spec, base, rt.dtype),
+                                    *_judge(ctx, "judge", rt.judge)]
+    return out
+
+
+def check_devices(recipe: Recipe, steps: dict[str, list[dict[str, Any]]]) -> list[dict[str, str]]:
+    """Refuse a step of a big model on the CPU when the recipe asks for GPUs; warn when this machine
+    has no GPU (the plan is then for another machine)."""
+    out = []
+    if recipe.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            out.append(_check("warn", "device", f"{recipe.device}: no CUDA GPU on this machine; the plan is for "
+                                                "the GPU machine the recipe will run on"))
+        for stage, rows in steps.items():
+            for s in rows:
+                if s["device"] == "cpu" and s["params"] > CPU_REFUSED_PARAMS:
+                    out.append(_check("error", f"{stage} {s['role']}", (
+                        f"{s['model']} ({s['params'] / 1e9:.1f}B parameters) would run on the CPU, but the recipe "
+                        f"asks for {recipe.device}: remove the setting that puts it there")))
+    if recipe.engine.name == "vllm" and importlib.util.find_spec("vllm") is None:
+        out.append(_check("warn", "engine", "vllm is not installed here: pip install 'aloe[vllm]' on the GPU machine"))
+    return out
+
+
+def step_phrase(steps: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{s['role']}: {s['engine']}, {s['device']}, {s['dtype']}" for s in steps)
+
+
 def estimate_cost(recipe: Recipe, ctx: Context) -> dict[str, Any]:
     """Work per stage (generated tokens, trained tokens, scored questions) and a rough time."""
     r = recipe
     params = model_params(ctx.base_model if r.model.startswith("embedded:") else r.model)
-    sft = r.sft_settings(model="x", data="x", output_dir="x") if r.sft is not None else None
-    device = "gpu" if (sft and (sft.bf16 is True or sft.accelerate_config)) or params > 2e9 else "cpu"
+    sft = r.sft
+    device = "cpu" if ctx.policy.device == "cpu" else "gpu"
     rate = {k: v * RATES[device]["params"] / params for k, v in RATES[device].items() if k != "params"}
     work: dict[str, dict[str, float]] = {}
     if r.curate and r.curate.cot.enabled:
@@ -190,17 +337,17 @@ def estimate_cost(recipe: Recipe, ctx: Context) -> dict[str, Any]:
         steps = sft.max_steps if sft.max_steps > 0 else 1000 * sft.epochs / max(1, sft.batch_size)
         work["sft"] = {"trained_tokens": steps * sft.batch_size * sft.grad_accum * min(sft.max_length, 512)}
     if r.preferences is not None:
-        p = r.preference_settings(output="x", model="x")
+        p = r.preferences
         work["preferences"] = {"generated_tokens": (p.n_medical * (1 + p.cot_tries) + p.n_safety) * p.max_new_tokens}
     rt = r.redteam
     if rt and r.align is not None:
         per = rt.pairs.styles_per_prompt or 20
         work["redteam_pairs"] = {"generated_tokens": rt.pairs.n_prompts * per * rt.max_new_tokens}
-        a = r.align_settings(["x", "x"], model="x", output_dir="x")
+        a = r.align
         work["align"] = {"dpo_pairs": sum((st.max_steps if st.max_steps > 0 else 50) * a.batch_size * a.grad_accum
                                           for st in a.stages)}
     if r.eval:
-        from aloe.evaluate.benchmarks import parse_benchmarks
+        from aloe.mcq.benchmarks import parse_benchmarks
 
         nb = len(parse_benchmarks(r.eval.benchmarks))
         for lab in r.eval.models:
@@ -246,6 +393,10 @@ def format_plan(recipe: Recipe, path: Path, run_dir: Path, checks: list[dict[str
         lines.append(f"  {row['name']:<17} {row['status']:<18} {row['hash']}  {work}{eta}")
         if note := stage_note(recipe, row["name"]):
             lines.append(f"  {'':<17} {note}")
+        if wired := row.get("set_by_runner"):
+            lines.append(f"  {'':<17} set by the runner: {_wired_phrase(wired)}")
+        if steps := row.get("runs_on"):
+            lines.append(f"  {'':<17} runs on: {step_phrase(steps)}")
     lines += ["", (f"estimated total: ~{_duration(cost['total_hours'] * 3600)} on {cost['device']} "
                    f"({cost['model_params'] / 1e9:.2f}B parameters; {cost['note']})")]
     errors = sum(c["level"] == "error" for c in checks)
@@ -263,6 +414,17 @@ def stage_note(recipe: Recipe, name: str) -> str | None:
         return (f"{b.benchmarks} x {b.limit or 'all'} questions, attributes {', '.join(b.attributes)}, "
                 f"target {b.target}")
     return None
+
+
+def _wired_phrase(wired: dict[str, Any]) -> str:
+    """`key=value` for every value the runner puts over the recipe section, lists item by item."""
+    parts = []
+    for k, v in wired.items():
+        if isinstance(v, list):
+            parts += [f"{k}[{i}].{kk}={vv}" for i, item in enumerate(v) for kk, vv in item.items()]
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
 
 
 def _duration(seconds: float) -> str:

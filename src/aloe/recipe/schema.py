@@ -11,21 +11,25 @@ overrides them and says so in `--dry-run`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from aloe.curate.config import CurateConfig
 from aloe.infer.config import InferConfig
-from aloe.merge.merger import MergeConfig
+from aloe.merge.merger import MergeConfig, MergeInput
+from aloe.models.backends import Engine
+from aloe.models.precision import DEVICE_PATTERN
 from aloe.models.spec import DEFAULT_MODEL
 from aloe.redteam.judges import DEFAULT_JUDGE
+from aloe.run_layout import LABELS, Label
 from aloe.train.config import AlignSettings, AlignStage, SFTSettings
 from aloe.train.preferences import PreferenceSettings
 
-Label = Literal["base", "sft", "merged", "aligned"]
 PACKAGED_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -71,14 +75,16 @@ class EvalSection(_Strict):
     """Close-ended MCQA (log-likelihood, as lm-eval) on each listed model, then the strategies,
     open-ended QA and bias probes on the same loaded model."""
 
-    models: list[Label] = Field(default_factory=lambda: ["base", "sft", "merged", "aligned"])
+    models: list[Label] = Field(default_factory=lambda: list(LABELS))
     benchmarks: str = "all"
     limit: int | None = Field(100, ge=1)
     limits: dict[Label, int] = Field(default_factory=dict)  # per-model overrides of `limit`
     target: Literal["letter", "text"] = "letter"
     shots: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # None: the run's precision policy (scoring fp32 on a CPU unless `precision: bf16`); a value
+    # holds for every model of the eval stages, scoring and generation
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
     strategies: StrategiesSection | None = None
     openended: OpenEndedSection | None = None
     bias: BiasSection | None = None
@@ -127,19 +133,55 @@ class RedteamSection(_Strict):
     judge: str = DEFAULT_JUDGE
     max_new_tokens: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: the run's generation precision
     pairs: RedteamPairsSection = Field(default_factory=RedteamPairsSection)
     eval: RedteamEvalSection = Field(default_factory=RedteamEvalSection)
 
 
-# Fields of a stage's own settings that the runner wires from earlier stages: ignored in a recipe.
-# (merge: base_model and models[0].model, set in `merge_config`.)
-WIRED: dict[str, set[str]] = {
-    "sft": {"model", "data", "eval_data", "output_dir"},
-    "preferences": {"output", "model", "cache_dir", "safety_data_dir"},
-    "align": {"model", "output_dir", "refusal_eval"},
-}
-PLACEHOLDER = "<wired by the runner>"
+def _section(settings: type[M], wired: Sequence[str], **fields: Any) -> type[M]:
+    """`settings` as a recipe section: the same keys, checked the same way (unknown keys are errors),
+    except that the fields the runner wires from earlier stages may be left out. A section may still
+    hold them, so that `aloe sft recipe.yaml` runs the stage alone; in a run the runner overrides them
+    and `--dry-run` prints what it set."""
+    optional: dict[str, Any] = {name: (settings.model_fields[name].annotation | None, None) for name in wired}
+    return create_model(f"{settings.__name__}Section", __base__=settings, **optional, **fields)
+
+
+AlignStageSection = _section(AlignStage, ["data"])
+MergeInputSection = _section(MergeInput, ["model"])
+SFTSection = _section(SFTSettings, ["model", "data", "eval_data", "output_dir"])
+PreferencesSection = _section(PreferenceSettings, ["output", "model", "cache_dir", "safety_data_dir"])
+# stage 1: the preference pairs, stage 2: the red-team pairs
+AlignSection = _section(AlignSettings, ["model", "output_dir", "refusal_eval"],
+                        stages=(list[AlignStageSection], Field(default_factory=lambda: [{}, {}], min_length=2,
+                                                               max_length=2)))
+MergeSection = _section(MergeConfig, ["base_model"],
+                        models=(list[MergeInputSection], Field(default_factory=lambda: [{"density": 0.5}],
+                                                               min_length=1, max_length=1)))
+
+
+def resolve(section: BaseModel | None, section_type: type[BaseModel], wired: dict[str, Any]) -> Any:
+    """A stage's settings: the recipe section (its defaults when absent), then what the runner wires
+    on top. The stage hash and the stage run both call this, so they can never see different values."""
+    data = (section if section is not None else section_type()).model_dump()
+    settings = section_type.__mro__[1]  # the stage's own settings class the section was made from
+    return _validate(settings, _merge(data, wired), settings.__name__)
+
+
+def _merge(data: Any, wired: Any) -> Any:
+    """Wired values over the section's; lists of sections (align stages, merge models) item by item."""
+    if isinstance(data, dict) and isinstance(wired, dict):
+        return {**data, **{k: _merge(data.get(k), v) for k, v in wired.items()}}
+    if isinstance(wired, list) and isinstance(data, list) and len(data) == len(wired):
+        return [_merge(d, w) for d, w in zip(data, wired, strict=True)]
+    return wired
+
+
+def _validate(settings: type[M], data: dict[str, Any], name: str) -> M:
+    try:
+        return settings.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(_format_errors(name, e)) from None
 
 
 class Recipe(_Strict):
@@ -149,66 +191,31 @@ class Recipe(_Strict):
     general_model: str | None = None  # the merge partner; None: the base model itself
     data_dir: str | None = None  # a folder laid out like shared/data; None: the packaged slices
     run_dir: str | None = None  # None: runs/<name>
+    # every in-process model of the run (scorers, generators, teachers, judges, embedders, trainers):
+    # auto is a CUDA GPU when torch sees one, else mps, else the CPU (aloe.models.precision)
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # per role: aloe.models.precision.resolve_policy
+    engine: Engine = Field(default_factory=Engine)  # what every generation step runs on
     curate: CurateConfig | None = None
-    sft: dict[str, Any] | None = None
-    merge: dict[str, Any] | None = None
-    preferences: dict[str, Any] | None = None
+    sft: SFTSection | None = None  # type: ignore[valid-type]
+    merge: MergeSection | None = None  # type: ignore[valid-type]
+    preferences: PreferencesSection | None = None  # type: ignore[valid-type]
     redteam: RedteamSection | None = None
-    align: dict[str, Any] | None = None
+    align: AlignSection | None = None  # type: ignore[valid-type]
     eval: EvalSection | None = None
     report: bool = True
-
-    def sft_settings(self, **wired: Any) -> SFTSettings:
-        return _section(SFTSettings, "sft", self.sft, wired)
-
-    def preference_settings(self, **wired: Any) -> PreferenceSettings:
-        return _section(PreferenceSettings, "preferences", self.preferences, wired)
-
-    def align_settings(self, stage_data: list[str], **wired: Any) -> AlignSettings:
-        sec = dict(self.align or {})
-        stages = [dict(st) for st in sec.get("stages") or [{}, {}]]
-        if len(stages) != len(stage_data):
-            raise ValueError(f"align.stages: the recipe runs {len(stage_data)} DPO stages "
-                             f"(stage 1: preferences, stage 2: red-team pairs), got {len(stages)}")
-        for st, data in zip(stages, stage_data, strict=True):
-            st["data"] = data
-        return _section(AlignSettings, "align", {**sec, "stages": stages}, wired)
-
-    def merge_config(self, sft_model: str, general_model: str) -> MergeConfig:
-        """The SFT model (first entry of `models`, weight and density from the recipe) into the general one."""
-        sec = dict(self.merge or {})
-        models = [dict(m) for m in sec.get("models") or [{"weight": 1.0, "density": 0.5}]]
-        if len(models) != 1:
-            raise ValueError(f"merge.models: the recipe merges one model (the SFT model), got {len(models)}")
-        models[0]["model"] = sft_model
-        return _section(MergeConfig, "merge", {**sec, "models": models}, {"base_model": general_model})
 
 
 def _format_errors(section: str, e: ValidationError) -> str:
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in (section, *err["loc"]) if x != "")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key (a typo? see the section's settings in docs or --dry-run)")
+            continue
         got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
         parts.append(f"{loc}: {err['msg']}{got}")
     return "; ".join(parts)
-
-
-def _section(model: type[BaseModel], name: str, data: dict[str, Any] | None, wired: dict[str, Any]) -> Any:
-    data = dict(data or {})
-    known = set(model.model_fields)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    if name == "align":
-        for i, st in enumerate(data.get("stages") or []):
-            bad = sorted(set(st) - set(AlignStage.model_fields))
-            if bad:
-                raise ValueError(f"align.stages.{i}: unknown key(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(AlignStage.model_fields))}")
-    try:
-        return model.model_validate({**data, **wired})
-    except ValidationError as e:
-        raise ValueError(_format_errors(name, e)) from None
 
 
 def resolve_recipe_path(name_or_path: str | None) -> Path:
@@ -241,17 +248,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = Recipe.model_validate(doc)
     except ValidationError as e:
         raise ValueError(f"{p}: {_format_errors('', e)}") from None
-    # The free-form stage sections are checked now, with placeholders for what the runner wires.
-    wired = {k: PLACEHOLDER for k in WIRED["sft"]}
-    try:
-        recipe.sft_settings(**wired) if recipe.sft is not None else None
-        recipe.preference_settings(**{k: PLACEHOLDER for k in WIRED["preferences"]}) if recipe.preferences is not None else None
-        if recipe.merge is not None:
-            recipe.merge_config(PLACEHOLDER, PLACEHOLDER)
-        if recipe.align is not None:
-            recipe.align_settings([PLACEHOLDER, PLACEHOLDER], **{k: PLACEHOLDER for k in WIRED["align"]})
-    except ValueError as e:
-        raise ValueError(f"{p}: {e}") from None
     return recipe
 
 

@@ -184,10 +184,11 @@ def _styles(args: argparse.Namespace) -> int:
 
 def _setup(args: argparse.Namespace, cache: str) -> tuple[Any, ...]:
     """Prompts, style split, chosen styles, target, judge, params and system prompt from the flags."""
-    from aloe.models.generator import GenParams, get_generator
+    from aloe.models.generator import GenParams
+    from aloe.models.backends import get_generator
     from aloe.models.spec import parse_model_spec
     from aloe.redteam.judges import make_judge
-    from aloe.redteam.prompts import load_prompts, load_prompts_jsonl
+    from aloe.safety.prompts import load_prompts, load_prompts_jsonl
     from aloe.redteam.styles import load_styles, select_styles, split_styles
 
     prompts = load_prompts_jsonl(args.prompts_jsonl) if args.prompts_jsonl else load_prompts(args.sources, args.data_dir)
@@ -204,7 +205,7 @@ def _setup(args: argparse.Namespace, cache: str) -> tuple[Any, ...]:
 
 def _run(args: argparse.Namespace) -> int:
     from aloe.redteam.asr import markdown_report
-    from aloe.redteam.prompts import sample_per_source, split_prompts
+    from aloe.safety.prompts import sample_per_source, split_prompts
     from aloe.redteam.run import run_redteam
 
     cache = args.cache_dir or str(Path(args.out) / "cache")
@@ -243,9 +244,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from aloe.models.generator import get_generator
+    from aloe.models.backends import get_generator
     from aloe.redteam.pairs import build_redteam_pairs
-    from aloe.redteam.prompts import sample_per_source, split_prompts
+    from aloe.safety.prompts import sample_per_source, split_prompts
     from aloe.redteam.styles import StyleSplit
 
     cache = args.cache_dir or str(Path(args.out).parent / "cache")
@@ -263,7 +264,8 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def _overrefusal(args: argparse.Namespace) -> int:
-    from aloe.models.generator import GenParams, get_generator
+    from aloe.models.generator import GenParams
+    from aloe.models.backends import get_generator
     from aloe.models.spec import parse_model_spec
     from aloe.redteam.overrefusal import load_overrefusal_prompts, make_detector, markdown_report, run_overrefusal
 

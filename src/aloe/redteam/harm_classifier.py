@@ -33,7 +33,7 @@ import numpy as np
 
 from aloe.io import write_json
 from aloe.redteam.judge_labels import PACKAGED, LabelledPair, pair_key, request_key
-from aloe.redteam.judges import Judge, RefusalJudge, Verdict
+from aloe.safety.verdicts import Judge, RefusalJudge, Verdict
 
 FITTED = PACKAGED / "judges"
 # Responses are cut before embedding: MiniLM reads 128 tokens, and the first ~2 sentences are
@@ -184,7 +184,7 @@ def medical_requests(data_dir: Path, seed: int = 0) -> list[tuple[str, bool]]:
     requests (its test split is red-team evaluation data, never fit on) and as many MedQuAD
     consumer questions, benign."""
     from aloe.io import iter_jsonl
-    from aloe.redteam.prompts import load_medsafetybench
+    from aloe.safety.prompts import load_medsafetybench
 
     harmful = sorted({p.prompt for p in load_medsafetybench(data_dir, "train")})
     benign = sorted({q for _, row in iter_jsonl(data_dir / "medquad" / "medquad_answered.jsonl")

@@ -24,7 +24,7 @@ import numpy as np
 
 from aloe.io import read_json, write_json, write_jsonl, write_text
 from aloe.redteam.judge_labels import PACKAGED, LabelledPair, request_key
-from aloe.redteam.judges import Judge
+from aloe.safety.verdicts import Judge
 
 METRICS = ("agreement", "precision", "recall", "f1", "fpr", "fnr", "kappa")
 # Measured agreement of the judges aloe ships, as recorded by `judge-eval --record`.

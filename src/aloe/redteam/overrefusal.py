@@ -28,13 +28,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from aloe.io import RecordError, csv_rows, iter_jsonl, nonempty_text, read_json, write_json, write_jsonl, write_text
+from aloe.io import RecordError, csv_rows, iter_jsonl, nonempty_text, read_json, write_jsonl, write_text
 from aloe.models.generator import GenParams, Generator, Messages
 from aloe.redteam.asr import asr_cell
 from aloe.redteam.judge_eval import binary_metrics
 from aloe.redteam.judge_labels import LabelledPair, load_label_file
-from aloe.redteam.judges import REFUSAL_PHRASES, RefusalJudge, Verdict
-from aloe.redteam.prompts import PACKAGED_DATA
+from aloe.redteam.metrics import OverRefusalMetrics
+from aloe.safety.verdicts import REFUSAL_PHRASES, RefusalJudge, Verdict
+from aloe.safety.prompts import PACKAGED_DATA
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def run_overrefusal(prompts: Sequence[BenignPrompt], generator: Generator, out_d
                        **{s: sum(p.set == s for p in prompts) for s in SETS},
                        "system_prompt": system_prompt or "", "max_new_tokens": params.max_new_tokens, **(meta or {})}
     write_jsonl(out / "answers.jsonl", rows)
-    write_json(out / "metrics.json", metrics)
+    OverRefusalMetrics.model_validate(metrics).write(out / "metrics.json")
     write_text(out / "results.md", markdown_report(metrics, f"Over-refusal: {generator.name}"))
     log.info("over-refusal of %s: %s", generator.name, metrics["overall"])
     return metrics

@@ -17,12 +17,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from aloe.io import write_json, write_jsonl, write_text
+from aloe.io import write_jsonl, write_text
 from aloe.models.generator import GenParams, Generator, Messages
 from aloe.redteam.asr import asr_metrics, markdown_report
 from aloe.redteam.judge_eval import measured_agreement
-from aloe.redteam.judges import Judge, Verdict
-from aloe.redteam.prompts import HarmfulPrompt
+from aloe.redteam.metrics import SafetyMetrics
+from aloe.safety.verdicts import Judge, Verdict
+from aloe.safety.prompts import HarmfulPrompt
 from aloe.redteam.styles import Style
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,6 @@ def run_redteam(prompts: Sequence[HarmfulPrompt], styles: Sequence[Style], targe
                        "max_new_tokens": params.max_new_tokens, **(meta or {})}
     write_jsonl(out / "results.jsonl", rows)
     write_jsonl(out / "worst.jsonl", worst_prompts(rows, worst_k))
-    write_json(out / "metrics.json", metrics)
+    SafetyMetrics.model_validate(metrics).write(out / "metrics.json")
     write_text(out / "report.md", markdown_report(metrics, title=f"Red-team ASR: {target.name}"))
     return metrics

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aloe.io import RecordError, read_json
-from aloe.redteam.prompts import PACKAGED_DATA
+from aloe.safety.prompts import PACKAGED_DATA
 
 Messages = list[dict[str, str]]
 TextFn = Callable[[str], str]

@@ -9,7 +9,7 @@ import yaml
 
 from aloe.io import write_text
 from aloe.report.html import ci, pct, pts, pts_ci
-from aloe.report.results import MACRO, ZERO_SHOT, asr_cell, eval_rows, judge_note
+from aloe.report.results import MACRO, ZERO_SHOT, eval_rows, judge_note
 from aloe.report.risk_card import build_risks, final_label
 from aloe.report.rundir import Run, base_license, load_run
 
@@ -73,11 +73,10 @@ def _safety_lines(run: Run) -> list[str]:
     lines = ["| model | cases | ASR % (95% CI) | ASR on unseen styles % (95% CI) | over-refusal % (95% CI) | how ASR was judged |",
              "|---|---:|---|---|---|---|"]
     for label, m in run.safety.items():
-        c, u = asr_cell(m) or {}, asr_cell(m, "seen", "unseen") or {}
-        over = (run.overrefusal.get(label) or {}).get("overall") or {}
-        lines.append(f"| {label} | {c.get('n', '—')} | {pct(c.get('asr'))} ({ci(c.get('ci95'))}) | "
-                     f"{pct(u.get('asr'))} ({ci(u.get('ci95'))}) | "
-                     f"{pct(over.get('rate'))} ({ci(over.get('ci95'))}) | {judge_note(m)} |")
+        c, u, o = m.overall, m.cell("seen", "unseen"), run.overrefusal.get(label)
+        unseen = f"{pct(u.asr)} ({ci(u.ci95)})" if u else "— (—)"
+        over = f"{pct(o.overall.rate)} ({ci(o.overall.ci95)})" if o else "— (—)"
+        lines.append(f"| {label} | {c.n} | {pct(c.asr)} ({ci(c.ci95)}) | {unseen} | {over} | {judge_note(m)} |")
     return lines + ["", ("ASR: share of judged red-team cases (harmful prompts in jailbreak styles) answered unsafely; "
                         "lower is safer. Over-refusal: share of benign prompts (XSTest safe prompts, alarming-sounding "
                         "medical questions) refused; lower is better.")]

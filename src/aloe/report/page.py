@@ -38,16 +38,19 @@ from aloe.report.results import (
     ZERO_SHOT,
     EvalRow,
     OpenRow,
-    asr_cell,
     eval_rows,
     judge_note,
+    machine_line,
     open_judge_note,
     open_rows,
     refusal_ci,
     setting_name,
+    stage_times,
 )
 from aloe.report.risk_card import build_risks, final_label
-from aloe.report.rundir import LABELS, Run, load_run
+from aloe.redteam.metrics import AsrCell
+from aloe.report.rundir import Run, load_run
+from aloe.run_layout import LABELS
 
 CSS = """
 body{font-family:system-ui,-apple-system,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}
@@ -119,6 +122,24 @@ def pipeline(run: Run) -> Markup:
             + hbar_chart(bars, "time per stage (seconds)"))
 
 
+def timings(run: Run) -> Markup:
+    times = stage_times(run)
+    if not times:
+        return not_run("no stages in manifest.json")
+    rows = [[t.name, Cell(num(t.seconds, 1), f"time|{t.name}|seconds"), Cell(t.how, f"time|{t.name}|how"),
+             Cell(t.precision, f"time|{t.name}|precision"), Cell(num(t.loads), f"time|{t.name}|loads"),
+             Cell(num(t.load_seconds, 1), f"time|{t.name}|load_seconds")] for t in times]
+    machine = machine_line(run)
+    loading = sum(t.load_seconds or 0.0 for t in times)
+    total = sum(t.seconds or 0.0 for t in times)
+    note = (f"Stage seconds as recorded when each stage last ran; {num(loading, 1)} of their {num(total, 1)} s went to "
+            "loading models (transformers' loader: weights, judges, embedders). Reused results were computed by "
+            "another run with the same base model weights, data, settings and aloe code (the result cache).")
+    return (tag("p", machine or "CPU not recorded (a manifest from an older aloe)", id="machine")
+            + table(["stage", "seconds", "how", "precision (model, dtype, device)", "model loads", "loading s"], rows)
+            + tag("p", note, cls="note"))
+
+
 def _span(text: str, key: str) -> Markup:
     return tag("span", text, data_key=key)
 
@@ -162,13 +183,18 @@ def benchmarks(run: Run) -> Markup:
     rows = eval_rows(run)
     if not rows:
         return not_run("no eval/<label>/ metrics")
-    missing = [x for x in LABELS if x not in run.evals]
+    missing = [x for x in LABELS if x not in run.evals and x not in run.strategies]
     notes = join([_stage_note(run, f"eval_{x}") for x in LABELS])
     if missing:
         notes += tag("p", "not run: " + ", ".join(missing), cls="not-run")
-    models = [[label, setting, Cell(m.get("model"), f"model|{label}|{setting}"),
-               ", ".join(f"{k}={v}" for k, v in (m.get("settings") or {}).items()) or ", ".join(m.get("strategies") or [])]
-              for label, ms in run.evals.items() for setting, m in ms.items()]
+    models: list[list[object]] = []
+    for label in dict.fromkeys([*run.evals, *run.strategies]):
+        if zs := run.evals.get(label):
+            models.append([label, ZERO_SHOT, Cell(zs.model, f"model|{label}|{ZERO_SHOT}"),
+                           ", ".join(f"{k}={v}" for k, v in zs.settings.items())])
+        if st := run.strategies.get(label):
+            models.append([label, "strategies", Cell(st.get("model"), f"model|{label}|strategies"),
+                           ", ".join(st.get("strategies") or [])])
     note = tag("p", "Accuracy in %, bootstrap 95% intervals; ⤓ links each result's per-question predictions. "
                     "Δ vs base compares the same setting on the base model (paired bootstrap over the same "
                     "questions); Δ vs zero-shot is the strategy run's own paired comparison with generative "
@@ -208,25 +234,25 @@ def alignment(run: Run) -> Markup:
         s = run.sft
         parts.append(tag("h3", "SFT") + table(
             ["train examples", "eval examples", "eval loss before", "eval loss after", "train loss", "steps", "runtime s"],
-            [[Cell(s.get("train_examples"), "sft|train_examples"), s.get("eval_examples"),
-              Cell(num(s.get("eval_loss_before")), "sft|eval_loss_before"),
-              Cell(num(s.get("eval_loss_after")), "sft|eval_loss_after"), num(s.get("train_loss")), s.get("steps"),
-              num(s.get("train_runtime_s"), 1)]]))
+            [[Cell(s.train_examples, "sft|train_examples"), s.eval_examples,
+              Cell(num(s.eval_loss_before), "sft|eval_loss_before"),
+              Cell(num(s.eval_loss_after), "sft|eval_loss_after"), num(s.train_loss), s.steps,
+              num(s.train_runtime_s, 1)]]))
     else:
         parts.append(tag("h3", "SFT") + not_run("no sft/metrics.json"))
-    stages = (run.align or {}).get("stages") or []
+    stages = run.align.stages if run.align else []
     if stages:
         rows = []
         for k, st in enumerate(stages, 1):
-            b, a = st.get("heldout_before") or {}, st.get("heldout_after") or {}
-            rows.append([f"stage {st.get('stage', k)}", st.get("train_pairs"), st.get("heldout_pairs"),
-                         Cell(pct(b.get("preference_accuracy")), f"dpo|{k}|pref_acc_before"),
-                         Cell(pct(a.get("preference_accuracy")), f"dpo|{k}|pref_acc_after"),
-                         Cell(num(b.get("logp_margin")), f"dpo|{k}|margin_before"),
-                         Cell(num(a.get("logp_margin")), f"dpo|{k}|margin_after"),
-                         Cell(num(a.get("reward_margin"), 4), f"dpo|{k}|reward_margin"),
-                         Cell(pct(a.get("reward_accuracy")), f"dpo|{k}|reward_accuracy"),
-                         st.get("steps"), num(st.get("train_loss"))])
+            b, a = st.heldout_before, st.heldout_after
+            rows.append([f"stage {st.stage}", st.train_pairs, st.heldout_pairs,
+                         Cell(pct(b.preference_accuracy if b else None), f"dpo|{k}|pref_acc_before"),
+                         Cell(pct(a.preference_accuracy if a else None), f"dpo|{k}|pref_acc_after"),
+                         Cell(num(b.logp_margin if b else None), f"dpo|{k}|margin_before"),
+                         Cell(num(a.logp_margin if a else None), f"dpo|{k}|margin_after"),
+                         Cell(num(a.reward_margin if a else None, 4), f"dpo|{k}|reward_margin"),
+                         Cell(pct(a.reward_accuracy if a else None), f"dpo|{k}|reward_accuracy"),
+                         st.steps, num(st.train_loss)])
         parts.append(tag("h3", "DPO stages (held-out pairs)") + table(
             ["stage", "train pairs", "held-out pairs", "ranking acc. before %", "after %", "log-p margin before",
              "after", "reward margin", "reward acc. %", "steps", "train loss"], rows)
@@ -238,11 +264,11 @@ def alignment(run: Run) -> Markup:
             + _stage2_chosen(run))
     else:
         parts.append(tag("h3", "DPO stages") + not_run("no align/metrics.json"))
-    refusal = (run.align or {}).get("refusal") or {}
-    if refusal.get("before") or refusal.get("after"):
-        rows = [[when, r.get("prompts"), r.get("refused"), Cell(pct(r.get("refusal_rate")), f"refusal|{when}|rate"),
+    refusal = run.align.refusal if run.align else None
+    if refusal:
+        rows = [[when, r.prompts, r.refused, Cell(pct(r.refusal_rate), f"refusal|{when}|rate"),
                  Cell(ci(refusal_ci(r)), f"refusal|{when}|ci95")]
-                for when in ("before", "after") if (r := refusal.get(when))]
+                for when, r in (("before", refusal.before), ("after", refusal.after))]
         parts.append(tag("h3", "Refusal of held-out harmful prompts") +
                      table(["model", "prompts", "refused", "refusal rate %", "95% CI (Wilson)"], rows))
     else:
@@ -250,8 +276,8 @@ def alignment(run: Run) -> Markup:
     return _stage_note(run, "sft") + _stage_note(run, "align") + join(parts)
 
 
-def _asr(c: dict[str, Any] | None) -> str:
-    return f"{pct(c.get('asr'))} ({ci(c.get('ci95'))})" if c else "—"
+def _asr(c: AsrCell | None) -> str:
+    return f"{pct(c.asr)} ({ci(c.ci95)})" if c else "—"
 
 
 def safety(run: Run) -> Markup:
@@ -260,11 +286,11 @@ def safety(run: Run) -> Markup:
     labels = list(run.safety)
     rows = []
     for label, m in run.safety.items():
-        c = asr_cell(m) or {}
+        c = m.overall
         folder = run.root / "safety" / label
         files = join([link(run.rel(folder / f), f) for f in ("results.jsonl", "report.md") if (folder / f).is_file()], " · ")
-        rows.append([label, Cell(c.get("n"), f"asr|{label}|overall|n"), c.get("unsafe"), c.get("undecided"),
-                     Cell(pct(c.get("asr")), f"asr|{label}|overall|asr"), Cell(ci(c.get("ci95")), f"asr|{label}|overall|ci95"),
+        rows.append([label, Cell(c.n, f"asr|{label}|overall|n"), c.unsafe, c.undecided,
+                     Cell(pct(c.asr), f"asr|{label}|overall|asr"), Cell(ci(c.ci95), f"asr|{label}|overall|ci95"),
                      Cell(judge_note(m), f"asr|{label}|overall|judge"), files])
     judges = join([tag("li", join([tag("b", label), ": ", judge_note(m)])) for label, m in run.safety.items()])
     out = [join([_stage_note(run, f"safety_{x}") for x in labels]),
@@ -274,39 +300,39 @@ def safety(run: Run) -> Markup:
            overrefusal_table(run),
            tag("p", "Every ASR figure in this section, per model:") + tag("ul", judges),
            judge_table(run)]
-    styles = list(dict.fromkeys(s for m in run.safety.values() for s in (m.get("by_style") or {})))
+    styles = list(dict.fromkeys(s for m in run.safety.values() for s in m.by_style))
     meta = {s: v for label in labels for s, v in run.styles.get(label, {}).items()}
     if styles:
         seen = [("seen" if meta[s]["seen"] else "unseen") if s in meta else "?" for s in styles]
         srows = [[s, (meta.get(s) or {}).get("family") or "", sn] +
-                 [Cell(_asr(asr_cell(run.safety[label], "style", s)), f"asr|{label}|style|{s}") for label in labels]
+                 [Cell(_asr(run.safety[label].cell("style", s)), f"asr|{label}|style|{s}") for label in labels]
                  for s, sn in zip(styles, seen, strict=True)]
-        series = [Series(label, [(asr_cell(run.safety[label], "style", s) or {}).get("asr") for s in styles],
-                         [(asr_cell(run.safety[label], "style", s) or {}).get("ci95") for s in styles]) for label in labels]
+        cells = {label: [run.safety[label].cell("style", s) for s in styles] for label in labels}
+        series = [Series(label, [c.asr if c else None for c in cs], [c.ci95 if c else None for c in cs])
+                  for label, cs in cells.items()]
         out += [tag("h3", "ASR per attack style"),
                 table(["style", "family", "in alignment"] + [f"{x} ASR % (95% CI)" for x in labels], srows),
                 tag("p", "Styles in red were held out of red-team alignment (unseen).", cls="note"),
                 grouped_bars([f"{s} (unseen)" if sn == "unseen" else s for s, sn in zip(styles, seen, strict=True)],
                              series, "ASR per attack style", ["unseen" if sn == "unseen" else None for sn in seen])]
-    sources = list(dict.fromkeys(s for m in run.safety.values() for s in (m.get("by_source") or {})))
+    sources = list(dict.fromkeys(s for m in run.safety.values() for s in m.by_source))
     if sources:
         out += [tag("h3", "ASR per prompt source"), table(
             ["source"] + [f"{x} ASR % (95% CI)" for x in labels],
-            [[s] + [Cell(_asr(asr_cell(run.safety[label], "source", s)), f"asr|{label}|source|{s}") for label in labels]
+            [[s] + [Cell(_asr(run.safety[label].cell("source", s)), f"asr|{label}|source|{s}") for label in labels]
              for s in sources])]
     return join(out)
 
 
 def judge_table(run: Run) -> Markup:
     """The judges' measured agreement with human labels (`aloe redteam judge-eval`), as the run recorded it."""
-    judges = {(m.get("meta") or {}).get("judge"): (m.get("meta") or {}).get("judge_agreement")
-              for m in run.safety.values()}
+    judges = {m.meta.judge: m.meta.judge_agreement for m in run.safety.values()}
     rows = [[name, stem, Cell(pct(f.get("agreement")), f"judge|{name}|{stem}|agreement"), ci(f.get("agreement_ci95")),
              Cell(num(f.get("kappa"), 2), f"judge|{name}|{stem}|kappa"), pct(f.get("precision")), pct(f.get("recall")),
              pct(f.get("fpr")), f.get("decided"), agreement.get("fit_on") or "nothing fit"]
-            for name, agreement in judges.items() if name and agreement
+            for name, agreement in judges.items() if agreement
             for stem, f in (agreement.get("files") or {}).items()]
-    unmeasured = [name or "(not recorded)" for name, agreement in judges.items() if not name or not agreement]
+    unmeasured = [name for name, agreement in judges.items() if not agreement]
     parts = [tag("h3", "How the judges were measured")]
     if rows:
         parts.append(table(["judge", "human labels", "agreement %", "95% CI", "kappa", "precision %", "recall %",
@@ -321,20 +347,22 @@ def overrefusal_table(run: Run) -> Markup:
     """ASR beside over-refusal (benign prompts refused): safety bought by refusing everything shows here."""
     if not run.overrefusal:
         return tag("h3", "ASR and over-refusal") + not_run("no safety/<label>/overrefusal/metrics.json")
-    sets = list(dict.fromkeys(k for o in run.overrefusal.values() for k in (o.get("by_set") or {})))
+    sets = list(dict.fromkeys(k for o in run.overrefusal.values() for k in o.by_set))
     rows = []
     for label in dict.fromkeys([*run.safety, *run.overrefusal]):
-        o, c = run.overrefusal.get(label) or {}, asr_cell(run.safety.get(label) or {}) or {}
-        over = o.get("overall") or {}
-        agree = o.get("detector_agreement") or {}
-        detector = (f"{o.get('detector', '?')} ({pct(agree.get('agreement'))}% agreement, kappa "
-                    f"{agree['kappa']:.2f} on {agree.get('n')} XSTest completions)" if agree.get("kappa") is not None
-                    else f"{o.get('detector', '?')} (agreement NOT measured)") if o else "—"
-        rows.append([label, Cell(_asr(c) if c else "—", f"asr|{label}|overall|asr_ci"),
-                     Cell(f"{pct(over.get('rate'))} ({ci(over.get('ci95'))})" if over else "—",
-                          f"overrefusal|{label}|overall|rate"), over.get("n", "—")]
-                    + [Cell(f"{pct(cell.get('rate'))} ({ci(cell.get('ci95'))})", f"overrefusal|{label}|{k}|rate")
-                       if (cell := (o.get("by_set") or {}).get(k)) else "—" for k in sets] + [detector])
+        o, m = run.overrefusal.get(label), run.safety.get(label)
+        if o is None:
+            detector = "—"
+        elif (agree := o.detector_agreement) and agree.kappa is not None:
+            detector = (f"{o.detector} ({pct(agree.agreement)}% agreement, kappa {agree.kappa:.2f} on {agree.n} "
+                        "XSTest completions)")
+        else:
+            detector = f"{o.detector} (agreement NOT measured)"
+        rows.append([label, Cell(_asr(m.overall if m else None), f"asr|{label}|overall|asr_ci"),
+                     Cell(f"{pct(o.overall.rate)} ({ci(o.overall.ci95)})" if o else "—",
+                          f"overrefusal|{label}|overall|rate"), o.overall.n if o else "—"]
+                    + [Cell(f"{pct(cell.rate)} ({ci(cell.ci95)})", f"overrefusal|{label}|{k}|rate")
+                       if o and (cell := o.by_set.get(k)) else "—" for k in sets] + [detector])
     return (tag("h3", "ASR and over-refusal") +
             tag("p", "Over-refusal: % of benign prompts (XSTest's safe prompts, alarming-sounding but legitimate "
                      "medical questions) that the model refused, Wilson 95% intervals. Lower is better on both; a "
@@ -349,19 +377,27 @@ OPEN_TITLES = {"judge_accuracy": "Judge accuracy (% of parsed verdicts that are 
                "relaxed_perplexity": "Relaxed perplexity of the reference answer (lower is better)"}
 
 
-def _open_value(r: OpenRow | None, key: str, as_pct: bool, delta: bool = False) -> Markup:
+def _open_value(r: OpenRow | None, key: str, as_pct: bool, base: OpenRow | None = None) -> Markup:
+    """A model's mean, or with `base` its paired delta to base's."""
     if r is None:
         return Markup("—")
+    delta = base is not None
     x, c = (r.delta_base, r.delta_base_ci95) if delta else (r.mean, r.ci95)
     if as_pct:
-        return _value(x, c, key, delta)
-    if x is None:
+        out = _value(x, c, key, delta)
+    elif x is None:
         return Markup("—")
-    digits = 2 if r.metric.endswith("perplexity") else 3
-    fmt = (lambda v: f"{v:+.{digits}f}") if delta else (lambda v: num(v, digits))
-    value = _span(fmt(x), key)
-    interval = f"{fmt(c[0])} to {fmt(c[1])}" if c else ""
-    return value + Markup(" (") + _span(interval, f"{key}_ci95") + Markup(")") if interval else value
+    else:
+        digits = 2 if r.metric.endswith("perplexity") else 3
+        fmt = (lambda v: f"{v:+.{digits}f}") if delta else (lambda v: num(v, digits))
+        out = _span(fmt(x), key)
+        if c:
+            out += Markup(" (") + _span(f"{fmt(c[0])} to {fmt(c[1])}", f"{key}_ci95") + Markup(")")
+    # A delta over fewer questions than either mean (an unparsable verdict on one side) says so, or
+    # 50.0 beside 66.7 with a delta of +0.0 reads as a wrong sum.
+    if base is not None and r.shared is not None and (r.shared != r.n or r.shared != base.n):
+        out += Markup(" on ") + _span(r.shared, f"{key}_n") + Markup(" shared")
+    return out
 
 
 def openended(run: Run) -> Markup:
@@ -394,7 +430,8 @@ def openended(run: Run) -> Markup:
                 r, k = by.get((label, group)), f"open|{label}|{group}|{metric}"
                 line.append(_open_value(r, k, as_pct))
                 if label != "base":
-                    line.append(_open_value(r, f"{k}|delta_base", as_pct, delta=True))
+                    b = by.get(("base", group))
+                    line.append(_open_value(r, f"{k}|delta_base", as_pct, b) if r and b else "—")
             body.append(line)
         parts.append(tag("h3", OPEN_TITLES[metric]) + table(head, body, cls="openended"))
     return join(parts)
@@ -531,7 +568,8 @@ def files(run: Run) -> Markup:
 
 
 SECTIONS: list[tuple[str, str, Callable[[Run], Markup]]] = [
-    ("pipeline", "Pipeline", pipeline), ("benchmarks", "Benchmarks", benchmarks),
+    ("pipeline", "Pipeline", pipeline), ("timings", "Where the time went", timings),
+    ("benchmarks", "Benchmarks", benchmarks),
     ("openended", "Open-ended answers", openended), ("humaneval", "Human assessment", human_assessment),
     ("alignment", "Alignment", alignment), ("safety", "Safety", safety), ("bias", "Bias probes", bias_section),
     ("risks", "Risk card", risks), ("data", "Data card", data_card), ("files", "Per-question files", files),

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from aloe.evaluate.metrics import bootstrap_ci
+from aloe.stats import bootstrap_ci
 from aloe.io import iter_jsonl
 from aloe.redteam.asr import wilson
 from aloe.redteam.judge_eval import agreement_phrase
-from aloe.report.html import is_num
+from aloe.redteam.metrics import AsrCell, SafetyMetrics
+from aloe.report.html import is_num, num
 from aloe.report.rundir import Run
+from aloe.train.metrics import RefusalRate
 
 ZERO_SHOT = "zero-shot"  # the `aloe eval` (log-likelihood) setting; strategies are "strategies:<name>"
 MACRO = "macro average"
@@ -86,17 +88,15 @@ def _dicts(run: Run, where: str, obj: Any) -> dict[str, dict[str, Any]]:
 
 def _raw_rows(run: Run) -> list[EvalRow]:
     rows = []
-    for label, ms in run.evals.items():
-        zs = ms.get(ZERO_SHOT)
-        if zs:
+    for label in dict.fromkeys([*run.evals, *run.strategies]):
+        if zs := run.evals.get(label):
             folder = run.root / "eval" / label / ZERO_SHOT
-            for bench, m in _dicts(run, f"eval/{label}/zero-shot/metrics.json", zs.get("benchmarks")).items():
-                rows.append(EvalRow(label, ZERO_SHOT, bench, m.get("n"), _num(m.get("accuracy")), _pair(m.get("ci95")),
+            for bench, b in zs.benchmarks.items():
+                rows.append(EvalRow(label, ZERO_SHOT, bench, b.n, _num(b.accuracy), _pair(b.ci95),
                                     folder / bench / "predictions.jsonl"))
-            rows.append(EvalRow(label, ZERO_SHOT, MACRO, sum(int(m.get("n") or 0) for m in _dicts(run, "", zs.get("benchmarks")).values()),
-                                _num(zs.get("macro_accuracy")), None, None))
-        st = ms.get("strategies")
-        if st:
+            rows.append(EvalRow(label, ZERO_SHOT, MACRO, sum(b.n for b in zs.benchmarks.values()),
+                                _num(zs.macro_accuracy), None, None))
+        if st := run.strategies.get(label):
             folder = run.root / "eval" / label / "strategies"
             where = f"eval/{label}/strategies/metrics.json"
             for bench, per in _dicts(run, where, st.get("benchmarks")).items():
@@ -124,37 +124,28 @@ def eval_rows(run: Run) -> list[EvalRow]:
     return out
 
 
-def asr_cell(metrics: dict[str, Any], group: str | None = None, key: str | None = None) -> dict[str, Any] | None:
-    cell = metrics.get("overall") if group is None else (metrics.get(f"by_{group}") or {}).get(key)
-    return cell if isinstance(cell, dict) else None
-
-
-def judge_note(metrics: dict[str, Any]) -> str:
+def judge_note(metrics: SafetyMetrics) -> str:
     """What decided an ASR: the judge, its measured agreement with human labels, and the sample.
 
     Shown next to every ASR figure: a rate is only as meaningful as the judge that counted it."""
-    meta = metrics.get("meta") or {}
-    if not meta.get("judge"):
-        return "judge NOT recorded: this rate cannot be interpreted"
-    sample = f"{meta['prompts']} prompts, {meta.get('cases', '?')} cases" if meta.get("prompts") else "sample not recorded"
-    return f"{agreement_phrase(meta['judge'], meta.get('judge_agreement'))}; {sample}"
+    meta = metrics.meta
+    return f"{agreement_phrase(meta.judge, meta.judge_agreement)}; {meta.prompts} prompts, {meta.cases} cases"
 
 
-def pooled_asr(metrics: dict[str, Any], group: str, keys: list[str]) -> dict[str, Any] | None:
+def pooled_asr(metrics: SafetyMetrics, group: str, keys: list[str]) -> AsrCell | None:
     """ASR over several groups at once (e.g. sources), with its Wilson interval."""
-    cells = [c for k in keys if (c := asr_cell(metrics, group, k))]
+    cells = [c for k in keys if (c := metrics.cell(group, k))]
     if not cells:
         return None
-    unsafe = sum(int(c.get("unsafe") or 0) for c in cells)
-    decided = sum(int(c.get("n") or 0) - int(c.get("undecided") or 0) for c in cells)
-    return {"n": sum(int(c.get("n") or 0) for c in cells), "unsafe": unsafe,
-            "undecided": sum(int(c.get("undecided") or 0) for c in cells),
-            "asr": unsafe / decided if decided else None, "ci95": list(wilson(unsafe, decided)) if decided else None}
+    n, unsafe, undecided = sum(c.n for c in cells), sum(c.unsafe for c in cells), sum(c.undecided for c in cells)
+    decided = n - undecided
+    return AsrCell(n=n, unsafe=unsafe, undecided=undecided, asr=unsafe / decided if decided else None,
+                   ci95=wilson(unsafe, decided) if decided else None,
+                   asr_if_undecided_unsafe=(unsafe + undecided) / n if n else None)
 
 
-def refusal_ci(r: dict[str, Any]) -> tuple[float, float] | None:
-    n, k = r.get("prompts"), r.get("refused")
-    return wilson(int(k), int(n)) if isinstance(n, int) and isinstance(k, int) and n > 0 else None
+def refusal_ci(r: RefusalRate) -> tuple[float, float] | None:
+    return wilson(r.refused, r.prompts) if r.prompts > 0 else None
 
 
 # Open-ended figures: metric -> (the per-question field in predictions.jsonl, shown as a percentage).
@@ -231,3 +222,48 @@ def open_judge_note(metrics: dict[str, Any]) -> str:
     from aloe.evaluate.openended.judge import open_judge_phrase
 
     return open_judge_phrase(metrics.get("judge"))
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Where one stage's time went, from its manifest row (written by aloe.recipe.runner)."""
+
+    name: str
+    status: str
+    seconds: float | None
+    how: str  # computed, reused from another run, or left from an earlier invocation of this one
+    precision: str  # each model kind's dtype and device, as the stage really ran them
+    loads: int | None  # models loaded (transformers' loader), None: not recorded
+    load_seconds: float | None
+
+
+def stage_times(run: Run) -> list[StageTime]:
+    out = []
+    for row in (run.manifest or {}).get("stages", []):
+        status, reused = str(row.get("status")), row.get("reused")
+        if isinstance(reused, dict):
+            how = f"reused from {reused.get('from')} (computed there in {num(reused.get('seconds'), 1)} s)"
+        else:
+            how = {"done": "computed", "skipped": "unchanged: computed by an earlier invocation",
+                   "pending": "not run"}.get(status, status)
+        models = [m for m in row.get("models") or [] if isinstance(m, dict)]
+        precision = ", ".join(dict.fromkeys(f"{m.get('kind')} {m.get('dtype')} on {m.get('device')}" for m in models))
+        loads = row.get("model_loads") if isinstance(row.get("model_loads"), dict) else {}
+        out.append(StageTime(str(row.get("name")), status, _num(row.get("seconds")), how, precision or "—",
+                             loads.get("count"), _num(loads.get("seconds"))))
+    return out
+
+
+def machine_line(run: Run) -> str | None:
+    """The CPU and threads the run computed on, as recorded at run time, and the precision it chose."""
+    host = (run.manifest or {}).get("host") or {}
+    cpu = host.get("cpu")
+    if not isinstance(cpu, dict):
+        return None
+    flags = " ".join(cpu.get("flags") or []) or "none of avx2, avx512f, avx512_bf16, amx_tile, amx_bf16"
+    policy = (run.manifest or {}).get("policy") or {}
+    chosen = (f"; precision {policy.get('precision')}: training {policy.get('train')}, generation "
+              f"{policy.get('generate_dtype')}, scoring {policy.get('score_dtype')}" if policy else "")
+    return (f"CPU {cpu.get('model')} (torch capability {cpu.get('torch_capability')}; flags {flags}; "
+            f"native bf16: {'yes' if cpu.get('bf16_capable') else 'no'}), {host.get('torch_threads', '?')} torch "
+            f"threads, {host.get('cpu_count', '?')} CPUs{chosen}")

@@ -4,16 +4,16 @@ and the mitigations the run put in place; "not measured in this run" wherever a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aloe.io import write_text
+from aloe.redteam.metrics import AsrCell, SafetyMetrics
 from aloe.report.html import ci, pct
 from aloe.report.results import (
     MACRO,
     OPEN_ALL,
     ZERO_SHOT,
-    asr_cell,
     eval_rows,
     judge_note,
     open_judge_note,
@@ -37,22 +37,22 @@ class Risk:
     mitigations: list[str] = field(default_factory=list)
 
 
-def asr_text(c: dict[str, Any] | None) -> str:
-    if not c or c.get("asr") is None:
+def asr_text(c: AsrCell | None) -> str:
+    if c is None or c.asr is None:
         return NOT_MEASURED
-    return f"{pct(c['asr'])} % (95% CI {ci(c.get('ci95'))}, n={c.get('n')}, undecided {c.get('undecided', 0)})"
+    return f"{pct(c.asr)} % (95% CI {ci(c.ci95)}, n={c.n}, undecided {c.undecided})"
 
 
 def _overrefusal(run: Run) -> list[tuple[str, str]]:
     """The cost side of safety: benign prompts refused. Safety bought by refusing everything shows here."""
     out = []
     for label, o in run.overrefusal.items():
-        c, agree = o.get("overall") or {}, o.get("detector_agreement") or {}
-        how = (f"refusals counted by `{o.get('detector')}`, {pct(agree.get('agreement'))} % agreement with XSTest's "
-               f"human refusal labels (n={agree.get('n')})" if agree else f"refusals counted by `{o.get('detector')}` "
+        c, agree = o.overall, o.detector_agreement
+        how = (f"refusals counted by `{o.detector}`, {pct(agree.agreement)} % agreement with XSTest's "
+               f"human refusal labels (n={agree.n})" if agree else f"refusals counted by `{o.detector}` "
                "(agreement NOT measured)")
-        value = (f"{pct(c['rate'])} % of {c.get('n')} benign prompts refused (95% CI {ci(c.get('ci95'))}); {how}"
-                 if c.get("rate") is not None else NOT_MEASURED)
+        value = (f"{pct(c.rate)} % of {c.n} benign prompts refused (95% CI {ci(c.ci95)}); {how}"
+                 if c.rate is not None else NOT_MEASURED)
         out.append((f"Over-refusal — {label}", value))
     return out or [("Over-refusal", NOT_MEASURED)]
 
@@ -71,26 +71,25 @@ def _open_factuality(run: Run) -> list[tuple[str, str]]:
 
 
 def final_label(run: Run) -> str | None:
-    labels = list(dict.fromkeys([*run.evals, *run.safety]))
+    labels = list(dict.fromkeys([*run.evals, *run.strategies, *run.safety]))
     return "aligned" if "aligned" in labels else (labels[-1] if labels else None)
 
 
-def _per_model(run: Run, what: str, cell: Any) -> list[tuple[str, str]]:
+def _per_model(run: Run, what: str, cell: Callable[[SafetyMetrics], AsrCell | None]) -> list[tuple[str, str]]:
     return ([(f"{what} — {label}", f"{asr_text(cell(m))}; {judge_note(m)}") for label, m in run.safety.items()]
             or [(what, NOT_MEASURED)])
 
 
 def _alignment_mitigations(run: Run) -> list[str]:
     out = []
-    stages = (run.align or {}).get("stages") or []
+    stages = run.align.stages if run.align else []
     for k, st in enumerate(stages, 1):
         kind = "medical, general and safety preference pairs" if k == 1 else "red-team pairs (jailbreak-styled harmful prompts, safe answer chosen)"
-        out.append(f"DPO stage {k} on {st.get('train_pairs', '?')} {kind}")
-    refusal = (run.align or {}).get("refusal") or {}
-    if refusal.get("before") and refusal.get("after"):
-        b, a = refusal["before"], refusal["after"]
-        out.append(f"refusal rate on held-out harmful prompts {pct(b.get('refusal_rate'))} % before alignment, "
-                   f"{pct(a.get('refusal_rate'))} % after (95% CI {ci(refusal_ci(a))}, n={a.get('prompts')})")
+        out.append(f"DPO stage {k} on {st.train_pairs} {kind}")
+    if run.align and (refusal := run.align.refusal):
+        b, a = refusal.before, refusal.after
+        out.append(f"refusal rate on held-out harmful prompts {pct(b.refusal_rate)} % before alignment, "
+                   f"{pct(a.refusal_rate)} % after (95% CI {ci(refusal_ci(a))}, n={a.prompts})")
     return out
 
 
@@ -102,8 +101,8 @@ def build_risks(run: Run) -> list[Risk]:
     impersonation = Risk(
         "Impersonating a healthcare professional",
         "The model may present itself as, or be taken for, a licensed clinician, lending false authority to its answers.",
-        _per_model(run, "ASR, licensed_physician style", lambda m: asr_cell(m, "style", "licensed_physician"))
-        + _per_model(run, "ASR, persona family (role-play jailbreaks)", lambda m: asr_cell(m, "family", "persona")),
+        _per_model(run, "ASR, licensed_physician style", lambda m: m.cell("style", "licensed_physician"))
+        + _per_model(run, "ASR, persona family (role-play jailbreaks)", lambda m: m.cell("family", "persona")),
         [*align, card])
 
     final_rows = [r for r in eval_rows(run) if r.label == final and r.setting == ZERO_SHOT]
@@ -117,7 +116,7 @@ def build_risks(run: Run) -> list[Risk]:
            f"{pct(1 - macro.accuracy)} %" if macro and macro.accuracy is not None else NOT_MEASURED)]
          + [(f"MCQA accuracy, {r.bench}", f"{pct(r.accuracy)} % (95% CI {ci(r.ci95)}, n={r.n})") for r in acc])
         + _per_model(run, "ASR on MedSafetyBench (requests violating medical ethics)",
-                     lambda m: asr_cell(m, "source", "medsafetybench")),
+                     lambda m: m.cell("source", "medsafetybench")),
         [card, "intended use: decision support reviewed by a qualified professional, never autonomous care"])
 
     dangerous = Risk(
@@ -125,8 +124,8 @@ def build_risks(run: Run) -> list[Risk]:
         "Medical knowledge extends to toxic doses, drug synthesis and weapons; jailbreaks can extract it.",
         _per_model(run, "ASR on dangerous-information sources (" + ", ".join(DANGEROUS_SOURCES) + ")",
                    lambda m: pooled_asr(m, "source", list(DANGEROUS_SOURCES)))
-        + _per_model(run, "ASR overall (all sources and styles)", lambda m: asr_cell(m))
-        + _per_model(run, "ASR on attack styles held out of alignment (unseen)", lambda m: asr_cell(m, "seen", "unseen"))
+        + _per_model(run, "ASR overall (all sources and styles)", lambda m: m.overall)
+        + _per_model(run, "ASR on attack styles held out of alignment (unseen)", lambda m: m.cell("seen", "unseen"))
         + _overrefusal(run),
         align)
 

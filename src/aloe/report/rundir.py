@@ -10,19 +10,25 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import yaml
 
 from aloe.evaluate.bias.metrics import BiasMetrics
+from aloe.evaluate.metrics import EvalMetrics
 from aloe.humaneval.build import RUN_DIR_DB
 from aloe.humaneval.results import bradley_terry, summarize_votes
 from aloe.humaneval.store import read_votes
 from aloe.io import iter_jsonl, read_json
+from aloe.redteam.metrics import OverRefusalMetrics, SafetyMetrics
+from aloe.run_layout import LABELS, model_dir
+from aloe.train.metrics import DPOMetrics, DPOStageMetrics, SFTMetrics
 
-LABELS = ("base", "sft", "merged", "aligned")  # eval/ and safety/ labels, in pipeline order
+T = TypeVar("T")
+
 
 # Licences of base models we know; a local base model's own README front matter wins.
 KNOWN_LICENSES = {"smollm2": "apache-2.0", "qwen2.5-7b": "apache-2.0", "llama-3.1": "llama3.1",
@@ -35,12 +41,13 @@ class Run:
     manifest: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None
     data_card: dict[str, Any] | None = None
-    sft: dict[str, Any] | None = None
-    align: dict[str, Any] | None = None
-    # label -> {"zero-shot": run_eval metrics, "strategies": strategy metrics}
-    evals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    safety: dict[str, dict[str, Any]] = field(default_factory=dict)
-    overrefusal: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> safety/<label>/overrefusal
+    sft: SFTMetrics | None = None
+    align: DPOMetrics | None = None
+    evals: dict[str, EvalMetrics] = field(default_factory=dict)  # label -> eval/<label>/zero-shot/metrics.json
+    # label -> eval/<label>/strategies/metrics.json (aloe.infer.strategy_eval's, not typed yet)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    safety: dict[str, SafetyMetrics] = field(default_factory=dict)
+    overrefusal: dict[str, OverRefusalMetrics] = field(default_factory=dict)  # label -> safety/<label>/overrefusal
     redteam_pairs: dict[str, Any] | None = None  # redteam_pairs/stats.json: the stage-2 pairs
     # label -> style -> {"seen": bool, "family": str}, from results.jsonl metadata
     styles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -70,8 +77,7 @@ class Run:
                 return str(recipe[section]["model"])
         if isinstance(recipe.get("model"), str):
             return recipe["model"]
-        base = self.evals.get("base", {}).get("zero-shot", {})
-        return str(base["model"]) if base.get("model") else None
+        return self.evals["base"].model if "base" in self.evals else None
 
     def total_seconds(self) -> float | None:
         m = self.manifest or {}
@@ -85,10 +91,8 @@ class Run:
             return float(sum(nums)) if nums else None
 
     def final_model_dir(self) -> Path | None:
-        stages = (self.align or {}).get("stages") or []
-        k = len(stages) if stages else max((int(p.name[5:]) for p in (self.root / "align").glob("stage[0-9]*")
-                                            if p.name[5:].isdigit()), default=0)
-        return self.root / "align" / f"stage{k}" / "final" if k else None
+        final = model_dir(self.root, "aligned")
+        return final if final.parent.is_dir() else None
 
 
 def _labels(folder: Path) -> list[str]:
@@ -115,31 +119,39 @@ def load_run(root: str | Path) -> Run:
             return None
         return obj
 
+    def typed(rel: str, read: Callable[[Path], T]) -> T | None:
+        """A file aloe wrote, read through its type; one of another shape is noted and treated as missing."""
+        path = run.root / rel
+        if not path.is_file():
+            return None
+        try:
+            return read(path)
+        except (ValueError, OSError) as e:
+            run.problems.append(f"{rel}: unreadable ({e})")
+            return None
+
     run.manifest, run.recipe = load("manifest.json"), load("recipe.yaml")
-    run.data_card, run.sft = load("curate/data_card.json"), load("sft/metrics.json")
-    run.align = load("align/metrics.json")
+    run.data_card, run.sft = load("curate/data_card.json"), typed("sft/metrics.json", SFTMetrics.read)
+    run.align = typed("align/metrics.json", DPOMetrics.read)
     if run.align is None and (run.root / "align").is_dir():
         # stages finished before a later one failed still have their own metrics
         stages = [m for p in sorted((run.root / "align").glob("stage*/metrics.json"))
-                  if (m := load(p.relative_to(run.root).as_posix()))]
-        run.align = {"stages": stages} if stages else None
+                  if (m := typed(p.relative_to(run.root).as_posix(), DPOStageMetrics.read))]
+        run.align = DPOMetrics(stages=stages) if stages else None
     for label in _labels(run.root / "eval"):
-        got = {k: m for k in ("zero-shot", "strategies") if (m := load(f"eval/{label}/{k}/metrics.json"))}
-        if got:
-            run.evals[label] = got
+        if ev := typed(f"eval/{label}/zero-shot/metrics.json", EvalMetrics.read):
+            run.evals[label] = ev
+        if st := load(f"eval/{label}/strategies/metrics.json"):
+            run.strategies[label] = st
         if m := load(f"eval/{label}/openended/metrics.json"):
             run.openended[label] = m
-        bias = run.root / "eval" / label / "bias" / "metrics.json"
-        if bias.is_file():
-            try:
-                run.bias[label] = BiasMetrics.read(bias)
-            except (ValueError, OSError) as e:
-                run.problems.append(f"{bias.relative_to(run.root)}: unreadable ({e})")
+        if b := typed(f"eval/{label}/bias/metrics.json", BiasMetrics.read):
+            run.bias[label] = b
     for label in _labels(run.root / "safety"):
-        if m := load(f"safety/{label}/metrics.json"):
-            run.safety[label] = m
+        if s := typed(f"safety/{label}/metrics.json", SafetyMetrics.read):
+            run.safety[label] = s
             run.styles[label] = _style_meta(run, run.root / "safety" / label / "results.jsonl")
-        if o := load(f"safety/{label}/overrefusal/metrics.json"):
+        if o := typed(f"safety/{label}/overrefusal/metrics.json", OverRefusalMetrics.read):
             run.overrefusal[label] = o
     run.redteam_pairs = load("redteam_pairs/stats.json")
     run.human = _human_votes(run)

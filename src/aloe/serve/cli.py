@@ -6,7 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from aloe.infer.cli import add_config_args, config_from_args
+from aloe.models.generator import Generator
 from aloe.models.spec import DEFAULT_MODEL
 
 
@@ -31,6 +34,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds a request may wait for the model to take it before a 503 (it is then dropped)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps for an in-process model (default auto: "
+                                                    "a CUDA GPU when there is one)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 where the device computes it natively, else fp32")
+    p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                   help="what generates for a model with weights; an openai: model is proxied to its server")
+    p.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs per model")
+    p.add_argument("--gpu-memory-utilization", type=float, help="vLLM: fraction of each GPU the engine claims")
+    p.add_argument("--max-model-len", type=int, help="vLLM: context length (prompt + completion)")
+    p.add_argument("--enable-prefix-caching", action="store_true", default=None, help="vLLM: reuse shared prompt prefixes")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="completion cache folder (default: none); behind a cache the model is a black box to "
                         "the server: no token streaming, usage, context checks or stopping of abandoned rows")
@@ -38,11 +51,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def build_generator(args: argparse.Namespace) -> Generator:
+    """The served model: in-process transformers on the resolved device, vLLM (`--engine vllm`), or
+    a running OpenAI-compatible server (`--model openai:URL#name`, e.g. `vllm serve`), proxied."""
+    from aloe.models.backends import Engine, get_generator
+    from aloe.models.precision import resolve_policy
+
+    try:  # vLLM's dtype comes from --precision, as for every other model
+        engine = Engine(name=args.engine, tensor_parallel_size=args.tensor_parallel_size,
+                        gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
+                        enable_prefix_caching=args.enable_prefix_caching)
+    except ValidationError as e:
+        raise ValueError(f"--engine {args.engine}: {e.errors()[0]['msg']}") from None
+    policy = resolve_policy(args.device, args.precision)
+    policy.require_device()
+    return get_generator(args.model, cache_dir=args.cache_dir, engine=engine, device=policy.device,
+                         dtype=policy.generate_dtype, batch_size=args.batch_size)
+
+
 def run(args: argparse.Namespace) -> int:
-    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.mcq.benchmarks import load_split, parse_benchmarks
     from aloe.infer.strategies import build_strategy
-    from aloe.models.generator import get_generator
-    from aloe.models.spec import parse_model_spec
     from aloe.serve.app import AloeServer, ServeConfig
 
     if args.max_concurrency < 1:
@@ -57,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 pool += load_split(bench, "fewshot", args.data_dir)
     if strategy is not None and strategy.preset.rag:
         _ = strategy.retriever  # build or load the indexes before the first request
-    spec = parse_model_spec(args.model)
-    kwargs = {"batch_size": args.batch_size} if spec.kind not in ("openai", "vllm") else {}
-    generator = get_generator(args.model, cache_dir=args.cache_dir, **kwargs)
+    generator = build_generator(args)
     cfg = ServeConfig(model_name=args.served_name or args.model, api_key=args.api_key,
                       max_concurrency=args.max_concurrency, queue_timeout_s=args.queue_timeout,
                       max_body_bytes=args.max_body_bytes)

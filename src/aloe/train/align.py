@@ -10,7 +10,7 @@ beta * (margin_after - margin_before) against the stage's starting model, which 
 DPO moves the reward margin much more readily than the policy's own ranking of the two responses
 (Chen et al. 2024, "Preference learning algorithms do not learn preference rankings"), so all are shown.
 With `refusal_eval`, the refusal rate of the starting model and the final model on held-out harmful
-prompts is measured by the same judge (`aloe.redteam.judges.RefusalJudge`).
+prompts is measured by the same judge (`aloe.safety.verdicts.RefusalJudge`).
 
 Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted) and
 <output_dir>/stage<k>/final (a plain checkpoint, LoRA merged in) under a completion marker.
@@ -18,6 +18,7 @@ Each stage writes <output_dir>/stage<k>/checkpoints (resumed from when restarted
 
 from __future__ import annotations
 
+import copy
 import gc
 from contextlib import nullcontext
 from dataclasses import replace
@@ -27,10 +28,12 @@ from typing import Any
 from aloe.io import read_json, write_json, write_jsonl
 from aloe.records import Preference
 from aloe.train.common import (
-    is_complete, last_checkpoint, load_model_for_training, peft_config, save_final, trainer_args,
+    is_complete, last_checkpoint, load_model_for_training, peft_config, save_final, spread_in_bf16_cells,
+    train_bf16, trainer_args,
 )
 from aloe.train.config import AlignSettings, AlignStage
 from aloe.train.data import load_preferences, split_holdout, to_dpo_row
+from aloe.train.metrics import DPOMetrics, DPOStageMetrics
 from aloe.train.shared_prompt import shared_prompt_pairs
 from aloe.train.trl_cpu import cpu_lm_head
 
@@ -111,9 +114,10 @@ def length_grouped(pairs: list[Preference], tokenizer: Any, batch: int, seed: in
 
 
 def refusal_rate(model_dir: str, prompts_path: str, n: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
-    from aloe.models.generator import GenParams, get_generator
-    from aloe.redteam.judges import RefusalJudge
-    from aloe.redteam.prompts import load_prompts_jsonl, sample_per_source
+    from aloe.models.generator import GenParams
+    from aloe.models.backends import get_generator
+    from aloe.safety.verdicts import RefusalJudge
+    from aloe.safety.prompts import load_prompts_jsonl, sample_per_source
 
     prompts = sample_per_source(load_prompts_jsonl(prompts_path), n)
     # No completion cache: the key is the model's path, and a retrained stage reuses its path.
@@ -122,7 +126,7 @@ def refusal_rate(model_dir: str, prompts_path: str, n: int, max_new_tokens: int,
     verdicts = RefusalJudge().judge_many([p.prompt for p in prompts], responses)
     refused = sum(v.unsafe is False for v in verdicts)
     return {"prompts": len(prompts), "refused": refused, "refusal_rate": refused / max(1, len(prompts)),
-            "judge": "refusal (aloe.redteam.judges.RefusalJudge)"}
+            "judge": "refusal (aloe.safety.verdicts.RefusalJudge)"}
 
 
 def _stage_pairs(st: AlignStage, s: AlignSettings, stage_dir: Path) -> tuple[list[Preference], list[Preference]]:
@@ -147,6 +151,10 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
                                           "learning_rate": st.learning_rate, "epochs": st.epochs,
                                           "max_steps": st.max_steps})
     model, tokenizer = load_model_for_training(stage_settings)
+    full = stage_settings.method == "full"
+    if full and train_bf16(stage_settings):
+        # before anything measures the start model: it is DPO's reference, and that must be these weights
+        spread_in_bf16_cells(model, s.seed)
     metrics: dict[str, Any] = {"stage": k, "start_model": start_model, "train_pairs": len(train),
                                "heldout_pairs": len(held), "beta": st.beta, "loss_type": st.loss_type}
     before_path = stage_dir / "heldout_logps_before.json"
@@ -170,7 +178,11 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
                                    train_sampling_strategy=sampling))
     resume = last_checkpoint(stage_dir)
     with cpu_lm_head(model.device), (shared_prompt_pairs(model) if s.share_prompt else nullcontext()):
-        trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]),
+        # The reference is a copy of the policy as it starts, not TRL's second read of the folder: the
+        # same weights (spread included), one load fewer. LoRA and precomputed log-probs need none.
+        reference = copy.deepcopy(model) if full and not s.precompute_ref_log_probs else None
+        trainer = DPOTrainer(model=model, ref_model=reference, args=cfg,
+                             train_dataset=Dataset.from_list([to_dpo_row(p) for p in train]),
                              processing_class=tokenizer, peft_config=peft_config(stage_settings))
         result = trainer.train(resume_from_checkpoint=resume)
     metrics.update({"resumed_from": resume, "steps": result.global_step, "train_loss": result.training_loss,
@@ -179,7 +191,7 @@ def run_stage(k: int, st: AlignStage, s: AlignSettings, start_model: str) -> dic
         metrics["heldout_after"] = preference_metrics(
             response_logprobs(trainer.model, tokenizer, held, s.batch_size), ref, st.beta)
     save_final(trainer, stage_dir / "final", metrics)
-    write_json(stage_dir / "metrics.json", metrics)
+    DPOStageMetrics.model_validate(metrics).write(stage_dir / "metrics.json")
     return metrics
 
 
@@ -205,5 +217,5 @@ def run_align(s: AlignSettings) -> dict[str, Any]:
             out["refusal"] = {"start_model": start, "final_model": current,
                               "before": refusal_rate(start, *args), "after": refusal_rate(current, *args)}
             write_json(path, out["refusal"])
-    write_json(Path(s.output_dir) / "metrics.json", out)
+    DPOMetrics.model_validate(out).write(Path(s.output_dir) / "metrics.json")
     return out

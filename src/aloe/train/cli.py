@@ -53,7 +53,8 @@ def accelerate_config_path(name: str) -> Path:
 def _settings(args: argparse.Namespace) -> Any:
     import yaml
 
-    from aloe.train.config import AlignSettings, SFTSettings, load_section
+    from aloe.io import load_section
+    from aloe.train.config import AlignSettings, SFTSettings
     from aloe.train.preferences import PreferenceSettings
 
     model = {"sft": SFTSettings, "align": AlignSettings, "preferences": PreferenceSettings}[args.stage]

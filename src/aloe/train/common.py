@@ -91,22 +91,50 @@ def train_bf16(s: TrainCommon) -> bool:
     import torch
 
     from aloe.models.precision import resolve_precision
-    from aloe.train.config import AlignSettings
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # DPO under CPU bf16 autocast collapsed its loss to ~0.01 after one step on the AMX Xeon
-    # (benchmarks/precision_speed.py): bf16 rounding of the updated weights moves the sequence
-    # log-ratio by tens of nats, which drowns the learnt margin. Until the log-probabilities are
-    # computed in fp32, `auto` keeps DPO in fp32 on a CPU.
-    if isinstance(s, AlignSettings) and device == "cpu":
-        return False
-    return resolve_precision("auto", device) == "bf16"
+    # DPO too: its loss no longer collapses under CPU bf16 autocast once the weights are spread over
+    # their bf16 cells (spread_in_bf16_cells, which aloe.train.align applies)
+    return resolve_precision("auto", s.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "bf16"
+
+
+def spread_in_bf16_cells(model: Any, seed: int) -> None:
+    """Move each fp32 nn.Linear weight to a seeded uniform place inside its bf16 rounding cell, for
+    full fine-tuning under bf16 autocast over fp32 weights.
+
+    What autocast computes with, the weights rounded to bf16, does not change. What changes is how
+    that bf16 copy follows the fp32 weights: spread over its cell, a weight's copy steps to the next
+    bf16 value with a probability proportional to the update, so on average it moves as the fp32
+    weight does. Weights from a dequantised checkpoint are not spread: 8.1% of the embedded SmolLM2's
+    (a Q4_1 GGUF) sit exactly on a bf16 rounding tie and 20.7% exactly on a bf16 value. Every tie
+    steps a whole bf16 unit at the first update however small, all in the update's direction: one
+    DPO step at lr 1e-6 moved the bf16 policy's log-ratio to its reference by ~20 nats (fp32: ~1),
+    the sigmoid loss fell to 0.016 and its gradient vanished. Weights exactly on bf16 values do the
+    opposite and stall until their updates add up to half a unit (benchmarks/precision_speed.py).
+
+    The fp32 weights move by less than half a bf16 unit (2^-9 relative): the rounding that bf16
+    autocast applies in every forward anyway.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            w = module.weight if isinstance(module, torch.nn.Linear) else None
+            if w is None or w.dtype != torch.float32:
+                continue
+            held = w.bfloat16()
+            up = torch.nextafter(held, torch.full_like(held, float("inf"))).float()
+            down = torch.nextafter(held, torch.full_like(held, float("-inf"))).float()
+            lo, hi = (held.float() + down) / 2, (held.float() + up) / 2
+            # off the cell's edges, where a tie could round either way
+            u = torch.rand(w.shape, generator=gen).clamp_(1e-3, 1 - 1e-3).to(w.device)
+            w.copy_(lo + u * (hi - lo))
 
 
 def precision_record(trainer: Any) -> dict[str, Any]:
     """What a run computed in and on what hardware, so a speed or loss can be read against it."""
     args, device = trainer.args, trainer.model.device
-    record: dict[str, Any] = {"compute": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+    record: dict[str, Any] = {"device": str(device), "compute": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
                               "weights": str(next(trainer.model.parameters()).dtype).removeprefix("torch.")}
     if device.type == "cpu":
         from aloe.models.precision import cpu_info
@@ -133,7 +161,8 @@ def trainer_args(s: TrainCommon, **overrides: Any) -> dict[str, Any]:
         num_train_epochs=s.epochs, max_steps=s.max_steps, warmup_steps=s.warmup_ratio,
         # transformers refuses bf16 without a bf16 GPU unless told the run is on the CPU (then
         # accelerate autocasts on the CPU)
-        bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available(), gradient_checkpointing=s.gradient_checkpointing,
+        bf16=bf16, fp16=s.fp16, use_cpu=s.device == "cpu" or (bf16 and not torch.cuda.is_available()),
+        gradient_checkpointing=s.gradient_checkpointing,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
         logging_steps=s.logging_steps, report_to=s.report_to or "none", seed=s.seed,
         max_length=s.max_length, disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available(),

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class LoraSettings(BaseModel):
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt setting must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(_Strict):
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
 
 
-class TrainCommon(BaseModel):
+class TrainCommon(_Strict):
     """Settings shared by SFT and DPO. `bf16` and `gradient_checkpointing` default to off because
     TRL 1.16 turns both on by default, which is slow or fails on CPU; turn them on for GPUs."""
 
@@ -34,6 +39,10 @@ class TrainCommon(BaseModel):
     # BF16 CPUs, bf16 GPUs: 2.3x per SFT step on a 2-core Xeon), fp32 elsewhere (emulated bf16 is
     # ~4x slower); true also loads the weights in bf16
     bf16: bool | Literal["auto"] = False
+    fp16: bool = False  # fp16 mixed precision over fp32 weights, for GPUs without bf16
+    # cpu, cuda, cuda:N or mps; None: the trainer's choice (a CUDA GPU when there is one). A recipe
+    # run sets it (and bf16/fp16) from its device and precision unless the section does.
+    device: str | None = Field(None, pattern=r"^(cpu|mps|cuda(:\d+)?)$")
     gradient_checkpointing: bool = False
     save_steps: int = 50
     save_total_limit: int | None = 2
@@ -56,7 +65,7 @@ class SFTSettings(TrainCommon):
     chat_template: str | None = None  # "chatml", a .jinja path or a template; default: the model's own, else ChatML
 
 
-class AlignStage(BaseModel):
+class AlignStage(_Strict):
     data: str  # Preference jsonl
     beta: float = 0.1
     learning_rate: float = 5e-6
@@ -82,17 +91,3 @@ class AlignSettings(TrainCommon):
     refusal_eval: str | None = None  # held-out harmful prompts (HarmfulPrompt jsonl) for the refusal rate
     refusal_eval_n: int = 60
     refusal_max_new_tokens: int = 64
-
-
-def load_section(path: str | Path, section: str, model: type[BaseModel]) -> BaseModel:
-    """Validate a YAML file, or its `section:` when it is a recipe, as `model`."""
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if isinstance(data.get(section), dict):
-        data = data[section]
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(f"{path}: invalid {section} config: {e}") from None

@@ -5,10 +5,10 @@
   conditioned on the gold letter and kept only if `extract_answer` reads the gold letter from it
   (tried with a few seeds).
 - safety: harmful prompts (Do-Not-Answer, AdvBench, HarmBench, MedSafetyBench via
-  `aloe.redteam.prompts`); where the refusal judge finds the policy's own completion unsafe, it is
+  `aloe.safety.prompts`); where the refusal judge finds the policy's own completion unsafe, it is
   `rejected`; `chosen` is MedSafetyBench's safe response, else a teacher's refusal the judge
   confirms, else a fixed refusal naming the risk (the same chain as `aloe.redteam.pairs`).
-  Prompts are split with `aloe.redteam.prompts.split_prompts` (seeded hash of the id), the split
+  Prompts are split with `aloe.safety.prompts.split_prompts` (seeded hash of the id), the split
   the red-team evaluation uses, so its test half is never trained on; whole sources can be held out too.
 - hh-rlhf: Anthropic HH-RLHF harmless pairs, transcripts parsed into messages.
 
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from aloe.io import RecordError, iter_jsonl, write_json, write_jsonl
@@ -37,6 +37,8 @@ GOLD_COT_SYSTEM = (
 
 
 class PreferenceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     output: str  # Preference jsonl; stats and held-out harmful prompts are written beside it
     model: str = "embedded:smollm2-135m-instruct"  # the policy: its own wrong/unsafe answers are rejected
     teacher: str | None = None  # writes chains of thought and refusals; default: the policy model
@@ -69,8 +71,8 @@ def load_mcqs(path: str | Path) -> list[MCQ]:
 
 
 def medical_pairs(mcqs: list[MCQ], policy: Generator, teacher: Generator, s: PreferenceSettings) -> tuple[list[Preference], dict[str, int]]:
-    from aloe.evaluate.answers import extract_answer
-    from aloe.evaluate.prompts import cot_messages
+    from aloe.mcq.answers import extract_answer
+    from aloe.mcq.prompts import cot_messages
 
     greedy = GenParams(max_new_tokens=s.max_new_tokens)
     prompts = [cot_messages(q) for q in mcqs]
@@ -95,9 +97,9 @@ def medical_pairs(mcqs: list[MCQ], policy: Generator, teacher: Generator, s: Pre
 
 def safety_pairs(s: PreferenceSettings, policy: Generator, teacher: Generator) -> tuple[list[Preference], list[Any], dict[str, Any]]:
     """(pairs, held-out harmful prompts, stats)."""
-    from aloe.redteam.judges import RefusalJudge
-    from aloe.redteam.pairs import TEACHER_SYSTEM, risk_name, safe_answer
-    from aloe.redteam.prompts import load_prompts, sample_per_source, split_prompts
+    from aloe.safety.verdicts import RefusalJudge
+    from aloe.safety.answers import TEACHER_SYSTEM, risk_name, safe_answer
+    from aloe.safety.prompts import load_prompts, sample_per_source, split_prompts
 
     prompts = load_prompts(s.safety_sources, s.safety_data_dir)
     train, test = split_prompts(prompts, s.prompt_test_fraction, s.seed)
@@ -159,7 +161,7 @@ def hh_pairs(path: str | Path, n: int) -> list[Preference]:
 
 
 def build_preferences(s: PreferenceSettings) -> dict[str, Any]:
-    from aloe.models.generator import get_generator
+    from aloe.models.backends import get_generator
     from aloe.models.spec import parse_model_spec
 
     def generator(spec: str) -> Generator:

@@ -26,6 +26,7 @@ from aloe.train.common import (
 from aloe.train import varlen_attention
 from aloe.train.config import SFTSettings
 from aloe.train.data import load_conversations, split_holdout, to_prompt_completion
+from aloe.train.metrics import SFTMetrics
 from aloe.train.trl_cpu import cpu_lm_head
 
 log = logging.getLogger(__name__)
@@ -94,5 +95,5 @@ def run_sft(s: SFTSettings) -> dict[str, Any]:
         if eval_ds is not None:
             metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
     save_final(trainer, final, metrics)
-    write_json(out / "metrics.json", metrics)
+    SFTMetrics.model_validate(metrics).write(out / "metrics.json")
     return metrics

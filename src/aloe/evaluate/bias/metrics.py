@@ -4,19 +4,12 @@ shape fails validation (and the tests) instead of rendering as a bogus row."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from aloe.io import read_json, write_json
+from aloe.result_file import ResultFile
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AttributeFlips(_Frozen):
+class AttributeFlips(ResultFile):
     n: int  # items probed; 0 when every item was skipped
     flip_rate: float | None = None
     ci95: tuple[float, float] | None = None
@@ -30,7 +23,7 @@ class AttributeFlips(_Frozen):
         return self.n > 1 and len(self.original_answers) == 1
 
 
-class BiasMetrics(_Frozen):
+class BiasMetrics(ResultFile):
     model: str
     benchmarks: str
     target: str
@@ -41,11 +34,3 @@ class BiasMetrics(_Frozen):
     def from_summary(cls, summary: dict[str, Any], **meta: Any) -> BiasMetrics:
         """From `flip_rates`' per-attribute summary and the run's model, benchmarks, target, questions."""
         return cls.model_validate({**meta, "attributes": summary})
-
-    def write(self, path: Path) -> None:
-        write_json(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def read(cls, path: Path) -> BiasMetrics:
-        """Raises ValueError (pydantic's, naming the key) when the file has another shape."""
-        return cls.model_validate(read_json(path))

@@ -18,7 +18,7 @@ import numpy as np
 from aloe.evaluate.bias.metrics import BiasMetrics
 from aloe.evaluate.bias.probes import ProbeSet, build_probes
 from aloe.evaluate.mcqa import MCQASettings, score_loglik
-from aloe.evaluate.metrics import bootstrap_ci
+from aloe.stats import bootstrap_ci
 from aloe.io import write_jsonl, write_text
 
 
@@ -81,7 +81,7 @@ def run_bias_eval(lm: Any, model: str, benchmarks: str, attributes: Sequence[str
                   progress: bool = True) -> BiasMetrics:
     """Probes from the first `limit` test questions of each benchmark, scored by `lm`; writes
     probes.jsonl, metrics.json (BiasMetrics) and results.md under `out_dir`."""
-    from aloe.evaluate.benchmarks import load_split, parse_benchmarks
+    from aloe.mcq.benchmarks import load_split, parse_benchmarks
 
     questions = [q for bench in parse_benchmarks(benchmarks) for q in load_split(bench, "test", data_dir)[:limit]]
     probes = build_probes(questions, attributes)

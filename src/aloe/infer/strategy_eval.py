@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aloe.evaluate.benchmarks import Benchmark, load_split
-from aloe.evaluate.run import ModelHolder, _questions_fingerprint, weights_fingerprint
+from aloe.mcq.benchmarks import Benchmark, load_split
+from aloe.mcq.benchmarks import questions_fingerprint
+from aloe.models.holder import ModelHolder
+from aloe.models.loading import weights_fingerprint
 from aloe.infer.config import InferConfig
 from aloe.infer.runner import markdown_table, run_strategy, summarize
 from aloe.infer.strategies import STRATEGIES, Strategy, build_strategy
-from aloe.io import iter_jsonl, read_json, write_json, write_text
+from aloe.io import iter_jsonl, read_json, require_file, write_json, write_text
 from aloe.models.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class StrategyEvalRequest:
     batch_size: int = 8
     progress: bool = True
     generator: Generator | None = None  # reuse an already loaded model (no repeated loads)
+    cache_dir: Path | None = None       # the completion cache; default out_dir/cache
 
 
 def parse_strategies(names: str | Sequence[str]) -> list[str]:
@@ -64,6 +67,10 @@ def _fingerprint(model_fp: str, strategy: Strategy, questions_fp: str, pool_fp: 
     if strategy.preset.rag:
         corpus = strategy.config.rag.corpus.stat()
         parts.append([corpus.st_size, int(corpus.st_mtime)])
+    if strategy.uses_pool and strategy.config.cot_db is not None:
+        # a database rebuilt under the same path (another model, more attempts) is another evaluation
+        db = require_file(strategy.config.cot_db, "CoT database").stat()
+        parts.append([db.st_size, db.st_mtime_ns])
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -78,7 +85,7 @@ class _LazyGenerator:
         if self._gen is None:
             from aloe.models.completion_cache import CachedGenerator
 
-            cache_dir = self.req.out_dir / "cache"
+            cache_dir = self.req.cache_dir or self.req.out_dir / "cache"
             if self.req.generator is None:
                 self._gen = ModelHolder(self.req.model, batch_size=self.req.batch_size).generator(cache_dir)
             elif isinstance(self.req.generator, CachedGenerator):
@@ -100,7 +107,7 @@ def run_strategy_eval(req: StrategyEvalRequest) -> dict[str, Any]:
     for bench in req.benchmarks:
         questions = load_split(bench, "test", req.data_dir)[:req.limit]
         pool = load_split(bench, "fewshot", req.data_dir) if bench.fewshot else []
-        q_fp, pool_fp = _questions_fingerprint(questions), _questions_fingerprint(pool)
+        q_fp, pool_fp = questions_fingerprint(questions), questions_fingerprint(pool)
         bdir = req.out_dir / bench.name
         baseline: list[dict[str, Any]] | None = None
         for name in names:

@@ -8,13 +8,15 @@ and the tests run offline; `--data-dir ../shared/data` evaluates on the full set
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aloe.evaluate.loaders import LOADERS, medmcqa_record
+from aloe.mcq.loaders import LOADERS, medmcqa_record
 from aloe.records import LETTERS, MCQ
 
 PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
@@ -190,3 +192,11 @@ def _load_hub(bench: Benchmark) -> Iterator[MCQ]:
         ds = load_dataset(h.dataset, h.config, split=h.split)
         for i, row in enumerate(ds):
             yield h.to_mcq(i, row, bench.name)
+
+
+def questions_fingerprint(qs: Sequence[MCQ]) -> str:
+    """A short hash of the questions as loaded: any change to a split's content changes it."""
+    h = hashlib.sha256()
+    for q in qs:
+        h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
