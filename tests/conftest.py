@@ -13,6 +13,7 @@ pytest_plugins = ["headless_chromium"]  # the `browser` fixture
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ALOE_RESULT_CACHE", "off")  # tests sharing a checkpoint fixture would reuse each other's stages
 
 # The full public data sets, beside the repository on this project's machines and in CI; a fresh
 # clone has only the slices packaged with aloe.

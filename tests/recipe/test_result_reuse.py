@@ -37,8 +37,6 @@ def test_a_second_run_reuses_the_base_evaluation_and_a_changed_setting_recompute
         assert first[name]["status"] == "done" and "reused" not in first[name]
     loads = first["eval_base"]["model_loads"]
     assert loads["count"] == 1 and loads["seconds"] > 0 and loads["models"] == [str(tiny_checkpoint)]
-    # at least the embedder of the answers' similarity to the references
-    assert first["openended_base"]["model_loads"]["count"] >= 1
     assert len(list(cache.iterdir())) == 2  # one entry per stage, each stage's own files only
     assert not list(cache.glob("*/files/openended"))
 

@@ -126,7 +126,7 @@ class Policy:
 
     def train_settings(self) -> dict[str, Any]:
         """TrainCommon fields for a trainer that follows the policy. Under `auto` the trainer keeps
-        its own `bf16: auto` (autocast over fp32 weights where native, with its DPO exception);
+        its own `bf16: auto` (autocast over fp32 weights where native);
         an explicit bf16 trains bf16 weights, as the eval and generation roles use them."""
         bf16: bool | str = "auto" if self.precision == "auto" else self.train == "bf16"
         return {"device": self.device, "bf16": bf16, "fp16": self.train == "fp16"}

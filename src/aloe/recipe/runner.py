@@ -105,9 +105,10 @@ def default_result_cache() -> Path | None:
 
 @contextmanager
 def counting_model_loads() -> Iterator[dict[str, Any]]:
-    """The transformers models loaded within the block and the seconds it took. Loads happen deep in
-    stage code (shared holders, trainers, TRL's reference copy, judges, embedders); transformers'
-    own loader is the one place that sees them all. A load that loads others inside counts once."""
+    """The transformers models this process loads within the block and the seconds it took. Loads
+    happen deep in stage code (shared holders, trainers, judges, embedders); transformers' own loader
+    is the one place that sees them all. A load that loads others inside counts once. A stage
+    launched in other processes (accelerate) is not counted."""
     from transformers import PreTrainedModel
 
     tally: dict[str, Any] = {"count": 0, "seconds": 0.0, "models": []}
@@ -342,8 +343,14 @@ class Runner:
             return None
         for f in self._own_files(sdir):  # what a killed attempt with the same hash left
             f.unlink()
-        shutil.copytree(entry / "files", sdir, dirs_exist_ok=True)
-        return read_json(entry / ENTRY)
+        try:
+            shutil.copytree(entry / "files", sdir, dirs_exist_ok=True)
+            return read_json(entry / ENTRY)
+        except (OSError, ValueError) as e:  # a damaged entry costs the reuse, not the run
+            log.warning("result cache entry %s unusable (%s): computing the stage", entry, e)
+            for f in self._own_files(sdir):
+                f.unlink()
+            return None
 
     def _store(self, key: str, sdir: Path, row: dict[str, Any]) -> None:
         """Keep a computed result for other runs; a cache that cannot be written costs reuse, not the run."""
@@ -363,8 +370,9 @@ class Runner:
                                      "seconds": row["seconds"], "summary": row["summary"], "models": row["models"]})
             os.replace(tmp, dest)  # whole or not at all; fails when another run stored it meanwhile
         except OSError as e:
-            log.warning("result cache %s: %s not stored (%s)", self.result_cache, row["name"], e)
             shutil.rmtree(tmp, ignore_errors=True)
+            if not (dest / ENTRY).is_file():
+                log.warning("result cache %s: %s not stored (%s)", self.result_cache, row["name"], e)
 
     def _prepare(self, sdir: Path, digest: str) -> None:
         """Resume in place after a kill with the same hash; otherwise start from an empty folder, but for
