@@ -26,6 +26,8 @@ from aloe.evaluate.metrics import BenchmarkMetrics, EvalMetrics
 from aloe.stats import macro_average, summarize
 from aloe.evaluate.openended.run import OpenEvalRequest, run_open_eval
 from aloe.evaluate.run import EvalRequest, run_eval
+from aloe.infer.config import InferConfig
+from aloe.infer.metrics import StrategyEvalMetrics
 from aloe.infer.runner import summarize as summarize_strategy
 from aloe.io import iter_jsonl, write_json, write_jsonl, write_text
 from aloe.models.generator import GenParams
@@ -93,8 +95,9 @@ def _strategies(out: Path, model: str, ids: dict[str, list[str]], k_zero: int, k
         write_jsonl(out / bench / "medprompt.jsonl", med)
         benches[bench] = {"zero-shot": summarize_strategy(zero), "medprompt": summarize_strategy(med, zero)}
     macro = {s: macro_average({b: m[s] for b, m in benches.items()}) for s in ("zero-shot", "medprompt")}
-    write_json(out / "metrics.json", {"model": model, "strategies": ["zero-shot", "medprompt"],
-                                      "benchmarks": benches, "macro": macro})
+    StrategyEvalMetrics.model_validate({"model": model, "strategies": ["zero-shot", "medprompt"], "limit": None,
+                                        "config": InferConfig().model_dump(mode="json"), "benchmarks": benches,
+                                        "macro": macro, "seconds": 0.0}).write(out / "metrics.json")
 
 
 def _manifest(root: Path, name: str) -> None:

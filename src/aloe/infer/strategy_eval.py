@@ -24,9 +24,10 @@ from aloe.mcq.benchmarks import questions_fingerprint
 from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
 from aloe.infer.config import InferConfig
+from aloe.infer.metrics import StrategyEvalMetrics, StrategyMetrics, StrategyRunMetrics
 from aloe.infer.runner import markdown_table, run_strategy, summarize
 from aloe.infer.strategies import STRATEGIES, Strategy, build_strategy
-from aloe.io import iter_jsonl, read_json, require_file, write_json, write_text
+from aloe.io import iter_jsonl, read_json, require_file, write_text
 from aloe.models.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,25 @@ class _LazyGenerator:
         return self._gen
 
 
+def _finished(marker: Path, preds: Path, fingerprint: str) -> StrategyRunMetrics | None:
+    """The marker of an earlier run with the same fingerprint, its predictions still there; None when
+    there is none (or the marker has another shape: an older aloe's, evaluated again)."""
+    if not (marker.is_file() and preds.is_file()) or read_json(marker).get("fingerprint") != fingerprint:
+        return None
+    try:
+        return StrategyRunMetrics.read(marker)
+    except ValueError:
+        return None
+
+
 def run_strategy_eval(req: StrategyEvalRequest) -> dict[str, Any]:
+    """Writes the run's metrics.json through StrategyEvalMetrics; returns it as the file's mapping."""
     names = parse_strategies(req.strategies)
     if req.limit is not None and req.limit < 1:
         raise ValueError("limit must be at least 1")
     model_fp = weights_fingerprint(req.model)
     generator = _LazyGenerator(req)
-    per_bench: dict[str, dict[str, dict[str, Any]]] = {}
+    per_bench: dict[str, dict[str, StrategyMetrics]] = {}
     table: dict[tuple[str, str], dict[str, Any]] = {}
     t_start = time.time()
     for bench in req.benchmarks:
@@ -117,27 +130,27 @@ def run_strategy_eval(req: StrategyEvalRequest) -> dict[str, Any]:
             fingerprint = _fingerprint(model_fp, strategy, q_fp, pool_fp)
             preds, marker = bdir / f"{name}.jsonl", bdir / f"{name}.metrics.json"
             t0 = time.time()
-            if marker.is_file() and preds.is_file() and read_json(marker).get("fingerprint") == fingerprint:
+            if (finished := _finished(marker, preds, fingerprint)) is not None:
                 log.warning("%s/%s: reusing finished predictions in %s", bench.name, name, preds)
                 rows = [row for _, row in iter_jsonl(preds)]
-                seconds = read_json(marker).get("seconds")
+                seconds = finished.seconds
             else:
                 if req.progress:
                     print(f"{bench.name}: {name} on {len(questions)} questions", flush=True)
                 rows = run_strategy(strategy, generator.get(), questions, pool, preds, progress=req.progress)
                 seconds = round(time.time() - t0, 2)
             metrics = summarize(rows, baseline if name != BASELINE else None, seed=req.config.seed)
-            write_json(marker, metrics | {"benchmark": bench.name, "strategy": name, "model": req.model,
-                                          "fingerprint": fingerprint, "seconds": seconds})
-            per_bench.setdefault(bench.name, {})[name] = metrics
+            StrategyRunMetrics.model_validate(metrics | {"benchmark": bench.name, "strategy": name, "model": req.model,
+                                                         "fingerprint": fingerprint, "seconds": seconds}).write(marker)
+            per_bench.setdefault(bench.name, {})[name] = StrategyMetrics.model_validate(metrics)
             table[(bench.name, name)] = metrics
             baseline = baseline or rows
-    macro = {n: sum(per_bench[b][n]["accuracy"] for b in per_bench) / len(per_bench) for n in names}
-    summary = {"model": req.model, "strategies": names, "limit": req.limit,
-               "config": req.config.model_dump(mode="json"), "benchmarks": per_bench, "macro": macro,
-               "seconds": round(time.time() - t_start, 2)}
-    write_json(req.out_dir / "metrics.json", summary)
+    macro = {n: sum(per_bench[b][n].accuracy for b in per_bench) / len(per_bench) for n in names}
+    typed = StrategyEvalMetrics(model=req.model, strategies=names, limit=req.limit,
+                                config=req.config.model_dump(mode="json"), benchmarks=per_bench, macro=macro,
+                                seconds=round(time.time() - t_start, 2))
+    typed.write(req.out_dir / "metrics.json")
     macro_line = ", ".join(f"{n} {100 * a:.1f}" for n, a in macro.items())
     write_text(req.out_dir / "results.md", f"{req.model}: strategies vs zero-shot\n\n{markdown_table(table)}\n"
                                            f"macro accuracy: {macro_line}\n")
-    return summary
+    return typed.model_dump(mode="json", exclude_unset=True)

@@ -370,7 +370,10 @@ def run_eval_stage(ctx: Context, label: str) -> dict[str, Any]:
             config=st.config, out_dir=sdir / "strategies", limit=st.limit, data_dir=ctx.data_dir,
             batch_size=ev.batch_size, generator=ctx.holder(label, ctx.dtype("generate", ev.dtype), ev.batch_size)
             .generator(ctx.run_dir / "cache" / label)))
-        out.update({f"{name}_macro": round(acc, 4) for name, acc in res["macro"].items()})
+        from aloe.infer.metrics import StrategyEvalMetrics
+
+        macro = StrategyEvalMetrics.model_validate(res).macro
+        out.update({f"{name}_macro": round(acc, 4) for name, acc in macro.items()})
     return out
 
 
@@ -385,6 +388,7 @@ def openended_settings(ctx: Context, label: str) -> Any:
 
 
 def run_openended(ctx: Context, label: str) -> dict[str, Any]:
+    from aloe.evaluate.openended.metrics import OpenEndedMetrics
     from aloe.evaluate.openended.run import OpenEvalRequest, run_open_eval
 
     ev = ctx.recipe.eval
@@ -395,10 +399,10 @@ def run_openended(ctx: Context, label: str) -> dict[str, Any]:
         specialty_model=oe.specialty_model, limit=oe.limit, data_dir=ctx.data_dir, max_new_tokens=oe.max_new_tokens,
         judge_max_new_tokens=oe.judge_max_new_tokens, perplexity=oe.perplexity, batch_size=ev.batch_size,
         dtype=dtype, holder=ctx.holder(label, dtype, ev.batch_size), cache_dir=ctx.run_dir / "cache" / label))
-    overall = summary["overall"]
-    return {"questions": overall["n"], "judge": oe.judge or "none",
-            **{k: round(overall[k]["mean"], 4) for k in ("judge_accuracy", "rouge_l", "relaxed_perplexity")
-               if overall.get(k, {}).get("n")}}
+    overall = OpenEndedMetrics.model_validate(summary).overall
+    figures = {k: f for k in ("judge_accuracy", "rouge_l", "relaxed_perplexity") if (f := overall.figure(k))}
+    return {"questions": overall.n, "judge": oe.judge or "none",
+            **{k: round(f.mean, 4) for k, f in figures.items() if f.n and f.mean is not None}}
 
 
 def bias_settings(ctx: Context, label: str) -> Any:

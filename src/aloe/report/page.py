@@ -193,8 +193,7 @@ def benchmarks(run: Run) -> Markup:
             models.append([label, ZERO_SHOT, Cell(zs.model, f"model|{label}|{ZERO_SHOT}"),
                            ", ".join(f"{k}={v}" for k, v in zs.settings.items())])
         if st := run.strategies.get(label):
-            models.append([label, "strategies", Cell(st.get("model"), f"model|{label}|strategies"),
-                           ", ".join(st.get("strategies") or [])])
+            models.append([label, "strategies", Cell(st.model, f"model|{label}|strategies"), ", ".join(st.strategies)])
     note = tag("p", "Accuracy in %, bootstrap 95% intervals; ⤓ links each result's per-question predictions. "
                     "Δ vs base compares the same setting on the base model (paired bootstrap over the same "
                     "questions); Δ vs zero-shot is the strategy run's own paired comparison with generative "
@@ -406,7 +405,7 @@ def openended(run: Run) -> Markup:
         return join([_stage_note(run, f"openended_{x}") for x in LABELS]) + not_run("no eval/<label>/openended/metrics.json")
     labels = list(run.openended)
     models = table(["model", "model spec", "questions", "judge"],
-                   [[label, m.get("model"), (m.get("overall") or {}).get("n"),
+                   [[label, m.model, m.overall.n,
                      Cell(open_judge_note(m), f"open|{label}|judge")] for label, m in run.openended.items()])
     note = tag("p", "Free-text answers to open medical questions. Means with bootstrap 95% intervals; Δ vs base is "
                     "the mean of per-question differences on the questions both models answered (paired bootstrap). "

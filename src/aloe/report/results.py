@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from aloe.evaluate.openended.metrics import OpenEndedMetrics, OpenSummary
 from aloe.stats import bootstrap_ci
 from aloe.io import iter_jsonl
 from aloe.redteam.asr import wilson
@@ -76,16 +77,6 @@ def paired_delta_ci(a: Path | None, b: Path | None) -> tuple[float, float] | Non
     return bootstrap_ci(diff)
 
 
-def _dicts(run: Run, where: str, obj: Any) -> dict[str, dict[str, Any]]:
-    """The mapping entries of `obj` that are mappings; others are noted as problems and left out."""
-    if not isinstance(obj, dict):
-        return {}
-    bad = [k for k, v in obj.items() if not isinstance(v, dict)]
-    if bad and where:
-        run.problems.append(f"{where}: entries {bad} are not mappings; left out")
-    return {k: v for k, v in obj.items() if isinstance(v, dict)}
-
-
 def _raw_rows(run: Run) -> list[EvalRow]:
     rows = []
     for label in dict.fromkeys([*run.evals, *run.strategies]):
@@ -98,14 +89,12 @@ def _raw_rows(run: Run) -> list[EvalRow]:
                                 _num(zs.macro_accuracy), None, None))
         if st := run.strategies.get(label):
             folder = run.root / "eval" / label / "strategies"
-            where = f"eval/{label}/strategies/metrics.json"
-            for bench, per in _dicts(run, where, st.get("benchmarks")).items():
-                for name, m in _dicts(run, where, per).items():
-                    rows.append(EvalRow(label, f"strategies:{name}", bench, m.get("n"), _num(m.get("accuracy")),
-                                        _pair(m.get("ci95")), folder / bench / f"{name}.jsonl",
-                                        delta_zero_shot=_num(m.get("delta")),
-                                        delta_zero_shot_ci95=_pair(m.get("delta_ci95"))))
-            for name, acc in (st.get("macro") or {}).items():
+            for bench, per in st.benchmarks.items():
+                for name, m in per.items():
+                    rows.append(EvalRow(label, f"strategies:{name}", bench, m.n, _num(m.accuracy),
+                                        _pair(m.ci95), folder / bench / f"{name}.jsonl",
+                                        delta_zero_shot=_num(m.delta), delta_zero_shot_ci95=_pair(m.delta_ci95)))
+            for name, acc in st.macro.items():
                 rows.append(EvalRow(label, f"strategies:{name}", MACRO, None, _num(acc), None, None))
     return rows
 
@@ -172,7 +161,7 @@ class OpenRow:
 def _open_values(run: Run, label: str) -> dict[str, tuple[str, str, dict[str, float]]]:
     """set|id -> (set, specialty, {field: value}) for every answered question of a label's open-ended run."""
     out: dict[str, tuple[str, str, dict[str, float]]] = {}
-    for name in _dicts(run, "", run.openended[label].get("sets")):
+    for name in run.openended[label].sets:
         path = run.root / "eval" / label / "openended" / name / "predictions.jsonl"
         if not path.is_file():
             continue
@@ -196,16 +185,16 @@ def open_rows(run: Run) -> list[OpenRow]:
     base = values.get("base", {})
     rows = []
     for label, m in run.openended.items():
-        groups = [(OPEN_ALL, m.get("overall"))]
-        groups += [(f"set {k}", v) for k, v in _dicts(run, f"eval/{label}/openended/metrics.json", m.get("sets")).items()]
-        groups += [(f"specialty {k}", v) for k, v in _dicts(run, "", m.get("specialties")).items()]
+        groups: list[tuple[str, OpenSummary]] = [(OPEN_ALL, m.overall)]
+        groups += [(f"set {k}", v) for k, v in m.sets.items()]
+        groups += [(f"specialty {k}", v) for k, v in m.specialties.items()]
         for group, summary in groups:
             for metric, (fld, _) in OPEN_METRICS.items():
-                s = (summary or {}).get(metric)
-                if not isinstance(s, dict) or not s.get("n") or not is_num(s.get("mean")):
+                s = summary.figure(metric)
+                if s is None or not s.n or s.mean is None or not is_num(s.mean):
                     continue
-                row = OpenRow(label, group, metric, int(s["n"]), float(s["mean"]), _pair(s.get("ci95")),
-                              int(s.get("unparsable") or 0))
+                row = OpenRow(label, group, metric, s.n, float(s.mean), _pair(s.ci95),
+                              int(getattr(s, "unparsable", 0)))
                 if label != "base" and base:
                     diff = np.array([v[2][fld] - base[k][2][fld] for k, v in values[label].items()
                                      if k in base and fld in v[2] and fld in base[k][2]
@@ -217,11 +206,11 @@ def open_rows(run: Run) -> list[OpenRow]:
     return rows
 
 
-def open_judge_note(metrics: dict[str, Any]) -> str:
+def open_judge_note(metrics: OpenEndedMetrics) -> str:
     """Shown next to every judged open-ended figure, as `judge_note` is next to every ASR."""
     from aloe.evaluate.openended.judge import open_judge_phrase
 
-    return open_judge_phrase(metrics.get("judge"))
+    return open_judge_phrase(metrics.judge)
 
 
 @dataclass(frozen=True)

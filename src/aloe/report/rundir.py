@@ -19,9 +19,11 @@ import yaml
 
 from aloe.evaluate.bias.metrics import BiasMetrics
 from aloe.evaluate.metrics import EvalMetrics
+from aloe.evaluate.openended.metrics import OpenEndedMetrics
 from aloe.humaneval.build import RUN_DIR_DB
 from aloe.humaneval.results import bradley_terry, summarize_votes
 from aloe.humaneval.store import read_votes
+from aloe.infer.metrics import StrategyEvalMetrics
 from aloe.io import iter_jsonl, read_json
 from aloe.redteam.metrics import OverRefusalMetrics, SafetyMetrics
 from aloe.run_layout import LABELS, model_dir
@@ -44,14 +46,13 @@ class Run:
     sft: SFTMetrics | None = None
     align: DPOMetrics | None = None
     evals: dict[str, EvalMetrics] = field(default_factory=dict)  # label -> eval/<label>/zero-shot/metrics.json
-    # label -> eval/<label>/strategies/metrics.json (aloe.infer.strategy_eval's, not typed yet)
-    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategies: dict[str, StrategyEvalMetrics] = field(default_factory=dict)  # label -> eval/<label>/strategies/metrics.json
     safety: dict[str, SafetyMetrics] = field(default_factory=dict)
     overrefusal: dict[str, OverRefusalMetrics] = field(default_factory=dict)  # label -> safety/<label>/overrefusal
     redteam_pairs: dict[str, Any] | None = None  # redteam_pairs/stats.json: the stage-2 pairs
     # label -> style -> {"seen": bool, "family": str}, from results.jsonl metadata
     styles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    openended: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> eval/<label>/openended/metrics.json
+    openended: dict[str, OpenEndedMetrics] = field(default_factory=dict)  # label -> eval/<label>/openended/metrics.json
     bias: dict[str, BiasMetrics] = field(default_factory=dict)
     human: dict[str, Any] | None = None  # summarize_votes() of humaneval/votes.sqlite, once it holds votes
     problems: list[str] = field(default_factory=list)
@@ -141,9 +142,9 @@ def load_run(root: str | Path) -> Run:
     for label in _labels(run.root / "eval"):
         if ev := typed(f"eval/{label}/zero-shot/metrics.json", EvalMetrics.read):
             run.evals[label] = ev
-        if st := load(f"eval/{label}/strategies/metrics.json"):
+        if st := typed(f"eval/{label}/strategies/metrics.json", StrategyEvalMetrics.read):
             run.strategies[label] = st
-        if m := load(f"eval/{label}/openended/metrics.json"):
+        if m := typed(f"eval/{label}/openended/metrics.json", OpenEndedMetrics.read):
             run.openended[label] = m
         if b := typed(f"eval/{label}/bias/metrics.json", BiasMetrics.read):
             run.bias[label] = b

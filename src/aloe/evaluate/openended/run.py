@@ -23,12 +23,13 @@ import numpy as np
 from aloe.stats import bootstrap_ci
 from aloe.evaluate.openended.datasets import OpenQA, load_open_set
 from aloe.evaluate.openended.judge import judge_answers
+from aloe.evaluate.openended.metrics import OpenEndedMetrics, OpenSetMetrics, OpenSummary
 from aloe.evaluate.openended.perplexity import INSTRUCTION, relaxed_perplexity
 from aloe.evaluate.openended.reference import embedding_similarity, rouge_l
 from aloe.evaluate.openended.specialty import keyword_specialty, model_specialties
 from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
-from aloe.io import read_json, write_json, write_jsonl, write_text
+from aloe.io import read_json, write_jsonl, write_text
 from aloe.models.generator import GenParams
 from aloe.models.backends import get_generator
 from aloe.models.spec import parse_model_spec
@@ -119,10 +120,22 @@ def evaluate_set(req: OpenEvalRequest, items: list[OpenQA], holder: ModelHolder,
     return rows
 
 
+def _finished(done: Path, fingerprint: str) -> OpenSetMetrics | None:
+    """A set's metrics from an earlier run with the same fingerprint; None when there is none (or its
+    file has another shape: an older aloe's, evaluated again)."""
+    if not done.is_file() or read_json(done).get("fingerprint") != fingerprint:
+        return None
+    try:
+        return OpenSetMetrics.read(done)
+    except ValueError:
+        return None
+
+
 def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
+    """Writes the run's metrics.json through OpenEndedMetrics; returns it as the file's mapping."""
     holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
     cache = req.cache_dir or req.out_dir / "cache"
-    per_set: dict[str, Any] = {}
+    per_set: dict[str, OpenSetMetrics] = {}
     all_rows: list[dict[str, Any]] = []
     for name in req.sets:
         items = load_open_set(name, req.data_dir, req.limit)
@@ -130,25 +143,29 @@ def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
         sdir = req.out_dir / set_name
         done = sdir / "metrics.json"
         fingerprint = _fingerprint(req, items)
-        if done.is_file() and read_json(done).get("fingerprint") == fingerprint:
-            per_set[set_name] = read_json(done)
+        if (finished := _finished(done, fingerprint)) is not None:
+            per_set[set_name] = finished
             all_rows += [json.loads(line) for line in (sdir / "predictions.jsonl").read_text().splitlines()]
             continue
         t0 = time.time()
         rows = evaluate_set(req, items, holder, cache)
-        metrics = summarize_open(rows, req.seed) | {"set": set_name, "model": req.model, "judge": req.judge,
-                                                     "fingerprint": fingerprint, "seconds": round(time.time() - t0, 2)}
+        metrics = OpenSetMetrics.model_validate(
+            summarize_open(rows, req.seed) | {"set": set_name, "model": req.model, "judge": req.judge,
+                                              "fingerprint": fingerprint, "seconds": round(time.time() - t0, 2)})
         write_jsonl(sdir / "predictions.jsonl", rows)
-        write_json(done, metrics)
+        metrics.write(done)
         per_set[set_name] = metrics
         all_rows += rows
     by_specialty: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in all_rows:
         by_specialty[r["specialty"]].append(r)
-    summary = {"model": req.model, "judge": req.judge, "limit": req.limit, "sets": per_set,
-               "overall": summarize_open(all_rows, req.seed),
-               "specialties": {k: summarize_open(v, req.seed) for k, v in sorted(by_specialty.items())}}
-    write_json(req.out_dir / "metrics.json", summary)
+    typed = OpenEndedMetrics(
+        model=req.model, judge=req.judge, limit=req.limit, sets=per_set,
+        overall=OpenSummary.model_validate(summarize_open(all_rows, req.seed)),
+        specialties={k: OpenSummary.model_validate(summarize_open(v, req.seed)) for k, v in sorted(by_specialty.items())})
+    typed.write(req.out_dir / "metrics.json")
+    # results_markdown reads the optional figures by their presence, as the file has them
+    summary = typed.model_dump(mode="json", exclude_unset=True)
     write_text(req.out_dir / "results.md", results_markdown(summary))
     return summary
 
