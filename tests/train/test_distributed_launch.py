@@ -109,6 +109,7 @@ def test_sft_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_
                                        batch_size=B))
     assert [ranks[r]["steps"] for r in (0, 1)] == [STEPS, STEPS]  # both ranks trained every step
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    print(f"SFT train loss: 2 processes {ranks[0]['train_loss']!r}, 1 process {one['train_loss']!r}")
     assert ranks[0]["train_loss"] == pytest.approx(one["train_loss"], abs=LOSS_TOLERANCE)
     one_dir, two_dir = tmp_path / "one" / "checkpoints", tmp_path / "two" / "checkpoints"
     assert _logged(two_dir, "loss") == pytest.approx(_logged(one_dir, "loss"), abs=LOSS_TOLERANCE)
@@ -129,6 +130,7 @@ def test_dpo_on_two_processes_matches_one_process_on_the_same_global_batch(tiny_
                                          batch_size=B))
     assert [ranks[r]["stages"][0]["steps"] for r in (0, 1)] == [STEPS, STEPS]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())["stages"][0]
+    print(f"DPO train loss: 2 processes {ranks[0]['stages'][0]['train_loss']!r}, 1 process {one['train_loss']!r}")
     assert ranks[0]["stages"][0]["train_loss"] == pytest.approx(one["train_loss"], abs=LOSS_TOLERANCE)
     assert _logged(tmp_path / "two" / "stage1" / "checkpoints", "loss") == pytest.approx(
         _logged(tmp_path / "one" / "stage1" / "checkpoints", "loss"), abs=LOSS_TOLERANCE)
