@@ -7,7 +7,9 @@ import pytest
 
 from aloe.cli import main
 from aloe.infer.metrics import StrategyEvalMetrics, StrategyRunMetrics
-from aloe.io import read_json, write_json
+from aloe.io import read_json
+
+from contract_checks import renamed_key_fails_naming_it
 
 
 @pytest.fixture
@@ -37,12 +39,6 @@ def test_the_writers_files_read_back_through_their_types(strategy_run):
     ("metrics.json", ("benchmarks", "mmlu_medical", "cot", "accuracy"), StrategyEvalMetrics),
     ("mmlu_medical/cot.metrics.json", ("fingerprint",), StrategyRunMetrics),
 ])
-def test_a_renamed_required_key_fails_naming_it(strategy_run, file, path, cls):
-    raw = read_json(strategy_run / file)
-    parent = raw
-    for key in path[:-1]:
-        parent = parent[key]
-    parent[path[-1] + "_renamed"] = parent.pop(path[-1])
-    write_json(strategy_run / file, raw)
-    with pytest.raises(ValueError, match=path[-1]):
-        cls.read(strategy_run / file)
+def test_a_renamed_required_key_fails_naming_it(strategy_run, tmp_path, file, path, cls):
+    renamed_key_fails_naming_it(cls, strategy_run / file, tmp_path / "drifted.json", path[:-1], path[-1],
+                                path[-1] + "_renamed")
