@@ -300,6 +300,7 @@ def test_page_rendered_by_the_runs_own_report_stage(run_dir, tmp_path):
     (live / "manifest.json").write_text(json.dumps(m))
     text = render_report(live).read_text()
     assert "this page" in text and "unfinished" not in text
+    assert re.search(r'data-key="time\|report\|how"[^>]*>this page<', text), "the time table says 'running'"
     m["stages"][0]["status"] = "failed"
     (live / "manifest.json").write_text(json.dumps(m))
     assert "unfinished" in render_report(live).read_text()
