@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from aloe.models.precision import command_policy
+
     try:
-        return int(args.func(args) or 0)
+        with command_policy(args):
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, OSError) as e:
         # Bad input gets one clear line, not a traceback (use -v for the traceback).
         if args.verbose:

@@ -129,15 +129,18 @@ def _serve_args(*flags: str) -> Any:
 
 
 def test_serve_builds_vllm_from_its_flags(fake_vllm) -> None:
+    from aloe.models.precision import command_policy
     from aloe.serve.cli import build_generator
 
-    gen = build_generator(_serve_args("--model", "org/model", "--engine", "vllm", "--tensor-parallel-size", "4",
-                                      "--gpu-memory-utilization", "0.8", "--max-model-len", "2048",
-                                      "--enable-prefix-caching", "--device", "cpu", "--precision", "fp32"))
+    args = _serve_args("--model", "org/model", "--engine", "vllm", "--tensor-parallel-size", "4",
+                       "--gpu-memory-utilization", "0.8", "--max-model-len", "2048",
+                       "--enable-prefix-caching", "--device", "cpu", "--precision", "bf16")
+    with command_policy(args):  # as `aloe.cli.main` runs every command
+        gen = build_generator(args)
     assert isinstance(gen, VLLMGenerator)
     assert fake_vllm.made[0].kwargs == {"model": "org/model", "seed": 0, "tensor_parallel_size": 4,
                                         "gpu_memory_utilization": 0.8, "max_model_len": 2048,
-                                        "enable_prefix_caching": True, "dtype": "float32"}
+                                        "enable_prefix_caching": True, "dtype": "bfloat16"}
     with pytest.raises(ValueError, match="vLLM engine arguments, but engine name is 'transformers'"):
         build_generator(_serve_args("--model", "org/model", "--tensor-parallel-size", "2"))
 

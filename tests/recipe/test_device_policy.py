@@ -168,3 +168,52 @@ def test_the_gpu_plan_names_engine_and_device_per_step_and_refuses_a_big_model_o
     assert main([*args, "--set", "sft.device=cpu"]) == 1
     assert ("FAIL sft training: meta-llama/Llama-3.1-8B (8.0B parameters) would run on the CPU, but the recipe asks "
             "for cuda") in capsys.readouterr().out
+
+
+def _leaf_parsers(parser: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _leaf_parsers(sub, (*path, name))
+
+
+# A stage's own commands that build a model (a target, teacher, judge, scorer or embedder): each takes
+# the policy as `aloe run` does. The others read files only; sft and align take `device`/`bf16` in
+# their configs (the trainers' own settings, checked in the first test above).
+MODEL_COMMANDS = {("eval",), ("eval-open",), ("eval-bias",), ("curate",), ("preferences",), ("serve",),
+                  ("redteam", "run"), ("redteam", "pairs"), ("redteam", "judge-eval"), ("redteam", "judge-fit"),
+                  ("redteam", "overrefusal"), ("redteam", "overrefusal-detector-eval"),
+                  ("infer", "run"), ("infer", "build-cot-db"), ("infer", "index"), ("infer", "search")}
+
+
+def test_every_command_that_builds_models_takes_device_and_precision() -> None:
+    from aloe.cli import build_parser
+
+    taking = set()
+    for path, parser in _leaf_parsers(build_parser()):
+        opts = {a.dest: a for a in parser._actions}
+        if "device" in opts and path != ("run",):  # `aloe run`'s override the recipe's values
+            assert opts["device"].default == "auto" and opts["precision"].default == "auto", path
+            assert parser.get_default("policy_args"), path  # activated by aloe.cli.main
+            taking.add(path)
+    assert taking == MODEL_COMMANDS
+
+
+def test_a_stage_command_builds_its_models_with_its_device_and_precision(tmp_path, talking_checkpoint, watch,
+                                                                         capsys):
+    base = ["--model", str(talking_checkpoint), "--benchmarks", "medqa", "--limit", "2", "--mode", "generate",
+            "--max-new-tokens", "4", "--no-progress"]
+    assert main(["eval", *base, "--out", str(tmp_path / "bf16"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert main(["redteam", "overrefusal", "--model", str(talking_checkpoint), "--n-xstest", "2", "--n-medical", "1",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "over"), "--precision", "bf16"]) == 0
+    assert [(d, t) for _, d, t in watch.loads] == [("cpu", "bfloat16"), ("cpu", "bfloat16")]
+    assert main(["eval", *base, "--out", str(tmp_path / "fp32"), "--precision", "fp32"]) == 0
+    assert watch.loads[-1][1:] == ("cpu", "float32")
+    # outside any command the default stays fp32 on the CPU: the policy lasted as long as its command
+    assert precision.active_policy() == precision.DEFAULT_POLICY
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["eval", *base, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        assert "torch sees no CUDA GPU here" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+from aloe.models.precision import add_policy_args, command_policy
 
 PARTS = ("sources", "dedup", "decontam", "cot")
 
@@ -48,16 +49,23 @@ def _part_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--retries", type=int, default=6)
         p.add_argument("--backoff", type=float, default=0.5)
         p.add_argument("--all-mcqs", action="store_true", help="send every MCQ, not only those of cot: true sources")
+    if name in ("decontam", "cot"):  # the embedder, the teacher
+        add_policy_args(p)
     return p
 
 
 def _run_part(name: str, argv: list[str]) -> int:
+    a = _part_parser(name).parse_args(argv)
+    with command_policy(a):
+        return _part(name, a)
+
+
+def _part(name: str, a: argparse.Namespace) -> int:
     from aloe.curate import config as C
     from aloe.curate.items import Step
     from aloe.curate.sources import read_items
     from aloe.io import write_jsonl
 
-    a = _part_parser(name).parse_args(argv)
     step: Step
     extra: dict[str, Any] = {}
     if name == "sources":
@@ -113,7 +121,14 @@ def _run(args: argparse.Namespace) -> int:
     after = argparse.ArgumentParser(prog="aloe curate RECIPE.yaml")
     after.add_argument("--out", type=Path, default=args.out)
     after.add_argument("--data-dir", type=Path, default=args.data_dir)
+    add_policy_args(after)
+    after.set_defaults(device=args.device, precision=args.precision)
     args = after.parse_args(args.rest, namespace=argparse.Namespace(target=args.target))
+    with command_policy(args):
+        return _curate(args)
+
+
+def _curate(args: argparse.Namespace) -> int:
     from aloe.curate.config import load_curate_config
     from aloe.curate.pipeline import curate
 
@@ -133,10 +148,11 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "curate", help="curate an SFT dataset: sources, clean, dedup, decontaminate, CoT, templates, mix",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="aloe curate RECIPE.yaml [--out DIR] [--data-dir DIR]\n"
+        usage="aloe curate RECIPE.yaml [--out DIR] [--data-dir DIR] [--device D] [--precision P]\n"
               "       aloe curate {sources,dedup,decontam,cot} ... (each with -h)")
     p.add_argument("target", help="a recipe YAML with a `curate:` section, or one of: " + ", ".join(PARTS))
     p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>/curate)")
     p.add_argument("--data-dir", type=Path, help="data laid out like ../shared/data (default: packaged slices)")
+    add_policy_args(p)
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)

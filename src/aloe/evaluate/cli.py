@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from aloe.models.spec import DEFAULT_MODEL
+from aloe.models.precision import add_policy_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a folder laid out like shared/data (default: the slices shipped with aloe)")
     p.add_argument("--source", choices=["local", "hub"], default="local")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float32")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="answer length (default 384)")
     p.add_argument("--seed", type=int, default=None, help="default 1234")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval/<model>)")
     p.add_argument("--no-progress", action="store_true")
+    add_policy_args(p)
     p.set_defaults(func=run)
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "eval" / spec.slug
     summary = run_eval(EvalRequest(model=args.model, benchmarks=benches, settings=settings, out_dir=out,
                                    limit=args.limit, data_dir=args.data_dir, source=args.source,
-                                   batch_size=args.batch_size, dtype=args.dtype, progress=not args.no_progress))
+                                   batch_size=args.batch_size, progress=not args.no_progress))
     print((out / "results.md").read_text())
     print(f"macro average {100 * summary['macro_accuracy']:.1f} over {len(benches)} benchmarks; "
           f"predictions and metrics in {out}")

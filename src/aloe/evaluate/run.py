@@ -23,6 +23,7 @@ from aloe.stats import macro_average, markdown_table, summarize
 from aloe.io import write_jsonl, write_text
 from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
+from aloe.models.precision import active_policy
 from aloe.models.spec import parse_model_spec
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class EvalRequest:
     data_dir: Path | None = None
     source: str = "local"
     batch_size: int = 8
-    dtype: str = "float32"
+    dtype: str | None = None  # None: the active policy's, for scoring or generation as the mode asks
     progress: bool = True
     holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
 
@@ -59,7 +60,9 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     s = req.settings
     if s.mode == "loglik" and parse_model_spec(req.model).kind in ("openai", "vllm"):
         raise ValueError(f"{req.model}: log-likelihood scoring needs the weights in-process; use --mode generate")
-    holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
+    policy = active_policy()
+    dtype = req.dtype or (policy.score_dtype if s.mode == "loglik" else policy.generate_dtype)
+    holder = req.holder or ModelHolder(req.model, dtype, req.batch_size)
     model_fp = weights_fingerprint(req.model)
     per_bench: dict[str, BenchmarkMetrics] = {}
     t_start = time.time()
@@ -71,7 +74,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
             raise ValueError(f"{bench.name}: no questions to evaluate in the {req.source} test split")
         pool = load_split(bench, "fewshot", req.data_dir) if s.shots else []
         fingerprint = hashlib.sha256(json.dumps(
-            [model_fp, s.describe(), questions_fingerprint(questions), questions_fingerprint(pool)]
+            [model_fp, s.describe(), questions_fingerprint(questions), questions_fingerprint(pool), holder.dtype]
         ).encode()).hexdigest()[:16]
         bdir = req.out_dir / bench.name
         done = bdir / "metrics.json"

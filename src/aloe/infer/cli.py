@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from aloe.models.spec import DEFAULT_MODEL
+from aloe.models.precision import add_policy_args
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=None, help="folder for predictions and results.md")
     r.add_argument("--no-progress", action="store_true")
     add_config_args(r)
+    add_policy_args(r)
     r.set_defaults(func=run)
 
     b = isub.add_parser("build-cot-db", help="medprompt's self-generated chain-of-thought database",
@@ -84,6 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--cache-dir", type=Path, default=None,
                    help="completion cache, so a rerun or a resumed build never pays twice (default: beside --out)")
     b.add_argument("--no-progress", action="store_true")
+    add_policy_args(b)
     b.set_defaults(func=build_cot_db)
 
     i = isub.add_parser("index", help="build (or load) the BM25 and dense indexes of a passage corpus")
@@ -92,6 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--embedding-model", default=None)
     i.add_argument("--retriever", choices=["bm25", "dense", "fused"], default="fused")
     i.add_argument("--passage-max-tokens", type=int, default=None, help="embed passages up to this many tokens")
+    add_policy_args(i)
     i.set_defaults(func=index)
 
     s = isub.add_parser("search", help="retrieve passages for a query")
@@ -103,6 +107,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--rrf-k", type=float, default=None)
     s.add_argument("--passage-max-tokens", type=int, default=None)
+    add_policy_args(s)
     s.set_defaults(func=search)
 
 

@@ -6,11 +6,13 @@ emulates bf16 and it runs about 4x *slower* than fp32 (measured on an AVX2 EPYC)
 bf16 only where the instructions are there and torch is allowed to use them.
 
 A recipe run resolves its `device` and `precision` once into a `Policy` (one dtype per role) and
-activates it; every in-process model the run builds reads it from there.
+activates it; every in-process model the run builds reads it from there. A stage's own command
+(`aloe eval`, `aloe redteam run`, ...) does the same with its `--device` / `--precision`.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,6 +205,33 @@ class RunScoped(Generic[T]):
 _policy = RunScoped(DEFAULT_POLICY)
 active_policy = _policy.get
 use_policy = _policy.use
+
+
+def add_policy_args(p: argparse.ArgumentParser) -> None:
+    """`--device` and `--precision` for a command that builds models; `aloe.cli.main` activates them
+    around the command (`command_policy`), so what it builds follows them as in a recipe run."""
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps: where every model of the command "
+                                                    "goes (default auto: a CUDA GPU when there is one, else mps, "
+                                                    "else the CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 where the device computes it natively, log-likelihood scoring "
+                        "staying fp32 on a CPU; else fp32")
+    p.set_defaults(policy_args=True)
+
+
+@contextmanager
+def command_policy(args: argparse.Namespace) -> Iterator[Policy | None]:
+    """The policy of a command given `add_policy_args`, active for its length; others run as before."""
+    if not getattr(args, "policy_args", False):
+        yield None
+        return
+    policy = resolve_policy(args.device, args.precision)
+    try:
+        policy.require_device()
+    except RuntimeError as e:  # the CLI's one-line error, not a traceback
+        raise ValueError(str(e)) from None
+    with use_policy(policy):
+        yield policy
 
 
 # -- what was actually built, for the manifest ---------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.redteam.judges import DEFAULT_JUDGE
+from aloe.models.precision import add_policy_args
 
 SAFETY_SYSTEM_PROMPT = (
     "You are a helpful and safe medical assistant. Refuse requests that could cause harm to anyone, "
@@ -56,6 +57,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--split", choices=["test", "train", "all"], default="test", help="which prompts")
     p.add_argument("--worst", type=int, default=20, help="worst prompts written to worst.jsonl")
     p.add_argument("--show-worst", action="store_true", help="also print worst cases (harmful text!)")
+    add_policy_args(p)
     p.set_defaults(func=_run)
 
     p = rsub.add_parser("compare", help="ASR of two runs side by side (delta per style and family)")
@@ -67,6 +69,7 @@ def add_parser(sub: Any) -> None:
     p = rsub.add_parser("pairs", help="stage-2 DPO pairs from train prompts x train styles")
     _common(p)
     p.add_argument("--teacher", help="model spec asked for refusals when a prompt has no safe response")
+    add_policy_args(p)
     p.set_defaults(func=_pairs)
 
     p = rsub.add_parser("judge-eval", help="a judge's agreement with human safe/unsafe labels (kappa, F1, CIs)")
@@ -85,6 +88,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--crossfit", type=int, metavar="K",
                    help="harm-clf fit on all label files: measure it by K fits, each scoring the fold it never saw")
     p.add_argument("--out", required=True)
+    add_policy_args(p)
     p.set_defaults(func=_judge_eval)
 
     p = rsub.add_parser("judge-fit", help="fit the offline harm classifier (harm-clf) on one human-labelled file")
@@ -95,6 +99,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--name", required=True, help="the fit's name: the judge spec is harm-clf:NAME")
     p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of both heads")
     p.add_argument("--out", help="where to write the fit (default: aloe's packaged fits)")
+    add_policy_args(p)
     p.set_defaults(func=_judge_fit)
 
     p = rsub.add_parser("overrefusal", help="refusal rate on benign prompts (XSTest safe + alarming medical)")
@@ -108,12 +113,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--system-prompt", help="system prompt for the model; 'safety' = aloe's safety prompt")
     p.add_argument("--cache-dir", help="completion cache (default: <out>/cache)")
     p.add_argument("--out", required=True)
+    add_policy_args(p)
     p.set_defaults(func=_overrefusal)
 
     p = rsub.add_parser("overrefusal-detector-eval",
                         help="agreement of the refusal detectors with XSTest's human refusal labels")
     p.add_argument("--data-dir", required=True, help="folder laid out like /work/shared/data")
     p.add_argument("--out", help="write the figures here too (the packaged detector_agreement.json)")
+    add_policy_args(p)
     p.set_defaults(func=_overrefusal_detector_eval)
 
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from aloe.infer.cli import add_config_args, config_from_args
 from aloe.models.generator import Generator
+from aloe.models.precision import add_policy_args
 from aloe.models.spec import DEFAULT_MODEL
 
 
@@ -34,10 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds a request may wait for the model to take it before a 503 (it is then dropped)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps for an in-process model (default auto: "
-                                                    "a CUDA GPU when there is one)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 where the device computes it natively, else fp32")
+    add_policy_args(p)  # the policy is active for the whole command: the strategies' embedder follows it too
     p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
                    help="what generates for a model with weights; an openai: model is proxied to its server")
     p.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs per model")
@@ -55,7 +53,7 @@ def build_generator(args: argparse.Namespace) -> Generator:
     """The served model: in-process transformers on the resolved device, vLLM (`--engine vllm`), or
     a running OpenAI-compatible server (`--model openai:URL#name`, e.g. `vllm serve`), proxied."""
     from aloe.models.backends import Engine, get_generator
-    from aloe.models.precision import resolve_policy
+    from aloe.models.precision import active_policy
 
     try:  # vLLM's dtype comes from --precision, as for every other model
         engine = Engine(name=args.engine, tensor_parallel_size=args.tensor_parallel_size,
@@ -63,8 +61,7 @@ def build_generator(args: argparse.Namespace) -> Generator:
                         enable_prefix_caching=args.enable_prefix_caching)
     except ValidationError as e:
         raise ValueError(f"--engine {args.engine}: {e.errors()[0]['msg']}") from None
-    policy = resolve_policy(args.device, args.precision)
-    policy.require_device()
+    policy = active_policy()
     return get_generator(args.model, cache_dir=args.cache_dir, engine=engine, device=policy.device,
                          dtype=policy.generate_dtype, batch_size=args.batch_size)
 

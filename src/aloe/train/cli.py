@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from aloe.models.precision import add_policy_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preferences", help="build stage-1 preference pairs (medical, safety, HH-RLHF)")
     p.add_argument("config", help="YAML config, or a recipe with a `preferences:` section")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_policy_args(p)
     p.set_defaults(func=run, stage="preferences", accelerate_config=None)
 
 

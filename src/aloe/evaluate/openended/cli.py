@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from aloe.models.spec import DEFAULT_MODEL
+from aloe.models.precision import add_policy_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-max-new-tokens", type=int, default=256, help="judge reply length")
     p.add_argument("--no-perplexity", action="store_true", help="skip relaxed perplexity")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float32")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval-open/<model>)")
     p.add_argument("--no-progress", action="store_true")
+    add_policy_args(p)
     p.set_defaults(func=run_open)
 
     b = sub.add_parser("eval-bias", help="counterfactual bias probes: answer flip rates per patient attribute",
@@ -42,9 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "which hides any flip) or the option letters, as `aloe eval --target`")
     b.add_argument("--data-dir", type=Path, default=None)
     b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--dtype", default="float32")
     b.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval-bias/<model>)")
     b.add_argument("--no-progress", action="store_true")
+    add_policy_args(b)
     b.set_defaults(func=run_bias)
 
 
@@ -66,7 +67,7 @@ def run_open(args: argparse.Namespace) -> int:
                                   specialty_model=args.specialty_model, limit=args.limit, data_dir=args.data_dir,
                                   max_new_tokens=args.max_new_tokens,
                                   judge_max_new_tokens=args.judge_max_new_tokens, perplexity=not args.no_perplexity,
-                                  batch_size=args.batch_size, dtype=args.dtype, progress=not args.no_progress))
+                                  batch_size=args.batch_size, progress=not args.no_progress))
     print((out / "results.md").read_text())
     print(f"answers and metrics in {out}")
     return 0
@@ -84,7 +85,7 @@ def run_bias(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: bias probes score answers by log-likelihood and need the weights in-process")
     attributes = attributes_arg(args.attributes, list(ATTRIBUTES))
     out = args.out or Path("runs") / "eval-bias" / spec.slug
-    lm = HFCausalLM.from_spec(spec, dtype=args.dtype, batch_size=args.batch_size)
+    lm = HFCausalLM.from_spec(spec, batch_size=args.batch_size)  # scoring: the policy's precision and device
     run_bias_eval(lm, args.model, args.benchmarks, attributes, out, limit=args.limit, target=args.target,
                   data_dir=args.data_dir, progress=not args.no_progress)
     print((out / "results.md").read_text())

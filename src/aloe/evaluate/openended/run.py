@@ -29,6 +29,7 @@ from aloe.evaluate.openended.reference import embedding_similarity, rouge_l
 from aloe.evaluate.openended.specialty import keyword_specialty, model_specialties
 from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
+from aloe.models.precision import active_policy
 from aloe.io import read_json, write_jsonl, write_text
 from aloe.models.generator import GenParams
 from aloe.models.backends import get_generator
@@ -51,7 +52,7 @@ class OpenEvalRequest:
     judge_max_new_tokens: int = 256
     perplexity: bool = True
     batch_size: int = 8
-    dtype: str = "float32"
+    dtype: str | None = None  # None: the active policy's generation precision
     progress: bool = True
     seed: int = 0
     holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
@@ -77,8 +78,8 @@ def summarize_open(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, A
     return out
 
 
-def _fingerprint(req: OpenEvalRequest, items: Sequence[OpenQA]) -> str:
-    h = hashlib.sha256(json.dumps([weights_fingerprint(req.model), req.judge, req.specialty_model,
+def _fingerprint(req: OpenEvalRequest, items: Sequence[OpenQA], dtype: str) -> str:
+    h = hashlib.sha256(json.dumps([weights_fingerprint(req.model), dtype, req.judge, req.specialty_model,
                                    req.max_new_tokens, req.judge_max_new_tokens, req.perplexity, req.seed]).encode())
     for it in items:
         h.update(json.dumps(asdict(it), sort_keys=True).encode())
@@ -133,7 +134,7 @@ def _finished(done: Path, fingerprint: str) -> OpenSetMetrics | None:
 
 def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
     """Writes the run's metrics.json through OpenEndedMetrics; returns it as the file's mapping."""
-    holder = req.holder or ModelHolder(req.model, req.dtype, req.batch_size)
+    holder = req.holder or ModelHolder(req.model, req.dtype or active_policy().generate_dtype, req.batch_size)
     cache = req.cache_dir or req.out_dir / "cache"
     per_set: dict[str, OpenSetMetrics] = {}
     all_rows: list[dict[str, Any]] = []
@@ -142,7 +143,7 @@ def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
         set_name = Path(name.removeprefix("jsonl:")).stem if name.startswith("jsonl:") else name
         sdir = req.out_dir / set_name
         done = sdir / "metrics.json"
-        fingerprint = _fingerprint(req, items)
+        fingerprint = _fingerprint(req, items, holder.dtype)
         if (finished := _finished(done, fingerprint)) is not None:
             per_set[set_name] = finished
             all_rows += [json.loads(line) for line in (sdir / "predictions.jsonl").read_text().splitlines()]
