@@ -298,7 +298,8 @@ def test_demo_run_report_shows_the_four_kinds(browser, tmp_path, capsys):
     ALOE_DEMO_RUN=RUN_DIR; a copy is prepared, so the user's run keeps its report and votes."""
     given = os.environ.get("ALOE_DEMO_RUN")
     if not given:
-        pytest.skip("set ALOE_DEMO_RUN to a finished `aloe run recipes/demo.yaml` run directory (e.g. runs/demo)")
+        pytest.skip("checks a real demo run (~25-40 min to make with `make demo`): set ALOE_DEMO_RUN=runs/demo after it; "
+                    "the same check on a tiny recipe run is test_report_shows_the_four_kinds_of_evaluation_with_the_runs_numbers")
     source = Path(given)
     missing = [f.format(label) for label in LABELS for f in DEMO_FILES if not (source / f.format(label)).is_file()]
     if missing:

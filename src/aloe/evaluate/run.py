@@ -44,18 +44,6 @@ class EvalRequest:
     holder: ModelHolder | None = None  # an already loaded model to reuse (the recipe runner's)
 
 
-def _finished(done: Path, fingerprint: str) -> BenchmarkMetrics | None:
-    """The benchmark's result from an earlier run of the same fingerprint, if there is one."""
-    if not done.is_file():
-        return None
-    try:
-        prev = BenchmarkMetrics.read(done)
-    except ValueError as e:  # written by an aloe of another shape: redo it rather than fail the rerun
-        log.warning("%s: not reused (%s)", done, e)
-        return None
-    return prev if prev.fingerprint == fingerprint else None
-
-
 def run_eval(req: EvalRequest) -> dict[str, Any]:
     s = req.settings
     if s.mode == "loglik" and parse_model_spec(req.model).kind in ("openai", "vllm"):
@@ -78,7 +66,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         ).encode()).hexdigest()[:16]
         bdir = req.out_dir / bench.name
         done = bdir / "metrics.json"
-        if prev := _finished(done, fingerprint):
+        if prev := BenchmarkMetrics.read_finished(done, fingerprint):
             per_bench[bench.name] = prev
             log.warning("%s: reusing finished results in %s", bench.name, bdir)
             continue

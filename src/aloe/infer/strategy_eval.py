@@ -27,7 +27,7 @@ from aloe.infer.config import InferConfig
 from aloe.infer.metrics import StrategyEvalMetrics, StrategyMetrics, StrategyRunMetrics
 from aloe.infer.runner import markdown_table, run_strategy, summarize
 from aloe.infer.strategies import STRATEGIES, Strategy, build_strategy
-from aloe.io import iter_jsonl, read_json, require_file, write_text
+from aloe.io import iter_jsonl, require_file, write_text
 from aloe.models.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,6 @@ class _LazyGenerator:
         return self._gen
 
 
-def _finished(marker: Path, preds: Path, fingerprint: str) -> StrategyRunMetrics | None:
-    """The marker of an earlier run with the same fingerprint, its predictions still there; None when
-    there is none (or the marker has another shape: an older aloe's, evaluated again)."""
-    if not (marker.is_file() and preds.is_file()) or read_json(marker).get("fingerprint") != fingerprint:
-        return None
-    try:
-        return StrategyRunMetrics.read(marker)
-    except ValueError:
-        return None
-
-
 def run_strategy_eval(req: StrategyEvalRequest) -> dict[str, Any]:
     """Writes the run's metrics.json through StrategyEvalMetrics; returns it as the file's mapping."""
     names = parse_strategies(req.strategies)
@@ -130,7 +119,8 @@ def run_strategy_eval(req: StrategyEvalRequest) -> dict[str, Any]:
             fingerprint = _fingerprint(model_fp, strategy, q_fp, pool_fp)
             preds, marker = bdir / f"{name}.jsonl", bdir / f"{name}.metrics.json"
             t0 = time.time()
-            if (finished := _finished(marker, preds, fingerprint)) is not None:
+            # reused only with its predictions still there
+            if preds.is_file() and (finished := StrategyRunMetrics.read_finished(marker, fingerprint)) is not None:
                 log.warning("%s/%s: reusing finished predictions in %s", bench.name, name, preds)
                 rows = [row for _, row in iter_jsonl(preds)]
                 seconds = finished.seconds

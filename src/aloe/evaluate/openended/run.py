@@ -30,7 +30,7 @@ from aloe.evaluate.openended.specialty import keyword_specialty, model_specialti
 from aloe.models.holder import ModelHolder
 from aloe.models.loading import weights_fingerprint
 from aloe.models.precision import active_policy
-from aloe.io import read_json, write_jsonl, write_text
+from aloe.io import write_jsonl, write_text
 from aloe.models.generator import GenParams
 from aloe.models.backends import get_generator
 from aloe.models.spec import parse_model_spec
@@ -121,17 +121,6 @@ def evaluate_set(req: OpenEvalRequest, items: list[OpenQA], holder: ModelHolder,
     return rows
 
 
-def _finished(done: Path, fingerprint: str) -> OpenSetMetrics | None:
-    """A set's metrics from an earlier run with the same fingerprint; None when there is none (or its
-    file has another shape: an older aloe's, evaluated again)."""
-    if not done.is_file() or read_json(done).get("fingerprint") != fingerprint:
-        return None
-    try:
-        return OpenSetMetrics.read(done)
-    except ValueError:
-        return None
-
-
 def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
     """Writes the run's metrics.json through OpenEndedMetrics; returns it as the file's mapping."""
     holder = req.holder or ModelHolder(req.model, req.dtype or active_policy().generate_dtype, req.batch_size)
@@ -144,7 +133,7 @@ def run_open_eval(req: OpenEvalRequest) -> dict[str, Any]:
         sdir = req.out_dir / set_name
         done = sdir / "metrics.json"
         fingerprint = _fingerprint(req, items, holder.dtype)
-        if (finished := _finished(done, fingerprint)) is not None:
+        if (finished := OpenSetMetrics.read_finished(done, fingerprint)) is not None:
             per_set[set_name] = finished
             all_rows += [json.loads(line) for line in (sdir / "predictions.jsonl").read_text().splitlines()]
             continue
