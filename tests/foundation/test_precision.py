@@ -112,6 +112,25 @@ def test_explicit_bf16_holds_for_every_role_even_scoring(cpu) -> None:
     assert _roles(precision.resolve_policy("cpu", "bf16")) == ("cpu", "bf16", "bfloat16", "bfloat16")
 
 
+def test_scoring_auto_scores_in_bf16_where_native_and_only_under_auto(cpu) -> None:
+    cpu(XEON, "AVX512")
+    assert _roles(precision.resolve_policy("cpu", "auto", "auto")) == ("cpu", "bf16", "bfloat16", "bfloat16")
+    # an explicit precision holds for every role: `aloe run --precision fp32` is fp32 throughout
+    assert _roles(precision.resolve_policy("cpu", "fp32", "auto")) == ("cpu", "fp32", "float32", "float32")
+    cpu(EPYC, "AVX2")  # emulated bf16 is 4x slower: auto scoring stays fp32 there
+    assert _roles(precision.resolve_policy("cpu", "auto", "auto")) == ("cpu", "fp32", "float32", "float32")
+    with pytest.raises(ValueError, match="scoring precision 'bf16'"):
+        precision.resolve_policy("cpu", "auto", "bf16")
+
+
+def test_scoring_fp32_keeps_gpu_scoring_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert _roles(precision.resolve_policy("cuda", "auto", "fp32")) == ("cuda", "bf16", "bfloat16", "float32")
+
+
 @pytest.mark.parametrize(("bf16", "expected"), [(True, ("cuda:1", "bf16", "bfloat16", "bfloat16")),
                                                 (False, ("cuda:1", "fp32", "float32", "float32"))])
 def test_auto_on_cuda_scores_in_bf16_where_supported(monkeypatch: pytest.MonkeyPatch, bf16: bool,

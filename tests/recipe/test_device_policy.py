@@ -148,6 +148,14 @@ def test_under_auto_scoring_stays_fp32_on_a_bf16_cpu_and_generation_is_bf16(tmp_
                  "--only", "eval_base", "--precision", "bf16"]) == 0
     eval_base = next(r for r in _manifest(run_dir)["stages"] if r["name"] == "eval_base")
     assert eval_base["status"] == "done" and {u["dtype"] for u in eval_base["models"]} == {"bfloat16"}
+    # the recipe's `scoring_precision: auto` (the demo's) scores in bf16 under `auto`, and says so
+    assert main(["run", str(TINY), "--run-dir", str(run_dir), "--set", f"model={talking_checkpoint}",
+                 "--set", "eval.openended.models=[base]", "--set", "eval.bias.models=[base]", "--set", "report=false",
+                 "--only", "eval_base", "bias_base", "--set", "scoring_precision=auto"]) == 0
+    manifest = _manifest(run_dir)
+    assert manifest["policy"]["score_dtype"] == "bfloat16" and manifest["policy"]["precision"] == "auto"
+    rows = {r["name"]: r for r in manifest["stages"]}
+    assert {u["dtype"] for name in ("eval_base", "bias_base") for u in rows[name]["models"]} == {"bfloat16"}
 
 
 def test_the_gpu_plan_names_engine_and_device_per_step_and_refuses_a_big_model_on_the_cpu(shared_data, capsys):

@@ -37,7 +37,7 @@ class Context:
     @cached_property
     def policy(self) -> Policy:
         """The run's device and per-role precision (aloe.models.precision.resolve_policy)."""
-        return resolve_policy(self.recipe.device, self.recipe.precision)
+        return resolve_policy(self.recipe.device, self.recipe.precision, self.recipe.scoring_precision)
 
     def dtype(self, role: Literal["generate", "score"], asked: str | None) -> str:
         """A section's explicit dtype, else the policy's for the role."""
