@@ -11,8 +11,14 @@ def test_embedded_checkpoint_roundtrip_is_exact(tmp_path, monkeypatch):
 
     from aloe.models.embedded import COMPLETE_MARKER, embedded_checkpoint, gguf_path
 
+    import gguf
+
+    parses: list[str] = []
+    reader = gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path, *a: parses.append(str(path)) or reader(path, *a))
     monkeypatch.setenv("ALOE_CACHE", str(tmp_path))
     ckpt = embedded_checkpoint("smollm2-135m-instruct")
+    assert len(parses) == 1  # tokenizer, config and weights share one parse of the GGUF
     assert (ckpt / COMPLETE_MARKER).is_file() and (ckpt / "model.safetensors").is_file()
     assert "im_start" in (ckpt / "chat_template.jinja").read_text()
     src = gguf_path("smollm2-135m-instruct")
