@@ -195,8 +195,9 @@ class Recipe(_Strict):
     # auto is a CUDA GPU when torch sees one, else mps, else the CPU (aloe.models.precision)
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # per role: aloe.models.precision.resolve_policy
-    # under `precision: auto`, log-likelihood scoring's (MCQA, bias probes, perplexity): null is fp32 on
-    # a CPU (comparable with lm-eval) and auto elsewhere; auto is bf16 where native, CPUs included
+    # under `precision: auto`, log-likelihood scoring's (MCQA, bias probes; open-ended perplexity reuses
+    # the generation copy): null is fp32 on a CPU (comparable with lm-eval) and auto elsewhere; auto
+    # is bf16 where native, CPUs included
     scoring_precision: Literal["auto", "fp32"] | None = None
     engine: Engine = Field(default_factory=Engine)  # what every generation step runs on
     curate: CurateConfig | None = None
