@@ -106,6 +106,12 @@ def test_tiny_recipe_killed_mid_stage_resumes_without_paying_twice(tmp_path, tal
     for r in manifest["stages"]:
         assert r["seconds"] >= 0 and len(r["hash"]) == 64
     assert (run_dir / "align" / "stage2" / "final" / "README.md").is_file()  # the model card
+    # resume state went once each training stage was done; the models stayed
+    rows = {r["name"]: r for r in manifest["stages"]}
+    assert rows["sft"]["scratch_deleted"]["paths"] == ["checkpoints"] and rows["sft"]["scratch_deleted"]["bytes"] > 0
+    assert rows["align"]["scratch_deleted"]["paths"] == ["stage1/checkpoints", "stage2/checkpoints"]
+    assert not list(run_dir.rglob("checkpoint-*"))
+    assert (run_dir / "sft" / "final" / "model.safetensors").is_file()
     html = (run_dir / "report" / "index.html").read_text()
     ev = json.loads((run_dir / "eval" / "aligned" / "zero-shot" / "metrics.json").read_text())
     assert f"{100 * ev['benchmarks']['medqa']['accuracy']:.1f}" in html
@@ -118,9 +124,11 @@ def test_tiny_recipe_killed_mid_stage_resumes_without_paying_twice(tmp_path, tal
     bias = json.loads((run_dir / "eval" / "aligned" / "bias" / "metrics.json").read_text())
     assert set(bias["attributes"]) == {"sex", "age"} and 'data-key="bias|aligned|sex|flip_rate"' in html
 
-    # Nothing changed: every stage is skipped and no model is loaded or asked anything.
+    # Nothing changed (keeping checkpoints is in no stage's hash): every stage is skipped and no
+    # model is loaded or asked anything.
     n_paid = len(teacher.answered)
-    third = subprocess.run([sys.executable, "-m", "aloe.cli", "run", *args], capture_output=True, text=True,
+    third = subprocess.run([sys.executable, "-m", "aloe.cli", "run", *args, "--set", "keep_checkpoints=true"],
+                           capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert third.returncode == 0, third.stderr[-2000:]
     assert set(_statuses(run_dir).values()) == {"skipped"}

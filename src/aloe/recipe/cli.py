@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                     manifest_extra={"recipe": str(path), "name": recipe.name, "recipe_sha256": _sha(path),
                                     "overrides": overrides, "data_dir": str(ctx.data_dir or "packaged slices"),
                                     "policy": ctx.policy.record(), "engine": engine},
-                    identity={"policy": ctx.policy.key(), "engine": engine})
+                    identity={"policy": ctx.policy.key(), "engine": engine}, keep_scratch=recipe.keep_checkpoints)
     selected = runner.select(args.start, args.only)
     if args.dry_run:
         checks = check_recipe(recipe, ctx)

@@ -59,6 +59,9 @@ class StageSpec:
     # versions (weights and data fingerprints), when other runs may reuse it; a None result or
     # no callable: computed in every run
     reuse: Callable[[Any], dict[str, Any] | None] | None = None
+    # glob patterns relative to the stage folder: state that only resuming the stage reads (training
+    # checkpoints with their optimizer state), deleted once the stage is marked done unless kept
+    scratch: Sequence[str] = ()
 
 
 def _utc() -> str:
@@ -190,6 +193,7 @@ class Runner:
     identity: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
     result_cache: Path | None = field(default_factory=default_result_cache)  # shared by runs; None: off
+    keep_scratch: bool = False  # keep each stage's `scratch` after it is done
 
     def __post_init__(self) -> None:
         self.by_name = {s.name: s for s in self.stages}
@@ -315,6 +319,10 @@ class Runner:
             write_json(sdir / MARKER, {"hash": digest, "finished": row["finished"], "seconds": seconds,
                                        "summary": summary})
             (sdir / RUNNING).unlink(missing_ok=True)
+            if not self.keep_scratch and (freed := _drop_scratch(sdir, s.scratch)):
+                row["scratch_deleted"] = freed
+                self.progress(f"[{i}/{len(selected)}] {s.name}: deleted {', '.join(freed['paths'])} "
+                              f"({freed['bytes'] / 1e9:.1f} GB; keep_checkpoints: true keeps them)")
             if key and not entry:
                 self._store(key, sdir, row)
             self._save(m)
@@ -387,6 +395,20 @@ class Runner:
         sdir.mkdir(parents=True, exist_ok=True)
         (sdir / MARKER).unlink(missing_ok=True)
         write_json(running, {"hash": digest, "started": _utc(), "pid": os.getpid()})
+
+
+def _drop_scratch(sdir: Path, scratch: Sequence[str]) -> dict[str, Any] | None:
+    """Delete a done stage's scratch paths; what went and how many bytes, or None when none existed.
+
+    Only after the marker: a stage killed before it resumes from them, and a done stage is never
+    resumed (a rerun of it starts from an empty folder), so a kill halfway through this loses nothing."""
+    paths = sorted({p for pattern in scratch for p in sdir.glob(pattern)})
+    if not paths:
+        return None
+    size = sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for p in paths:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return {"paths": [str(p.relative_to(sdir)) for p in paths], "bytes": size}
 
 
 def _clear(folder: Path, keep: set[Path]) -> None:

@@ -481,7 +481,8 @@ def build_stages(recipe: Recipe) -> list[StageSpec]:
         stages.append(StageSpec("curate", run_curate, curate_settings, external=curate_inputs,
                                 outputs=["curate/dataset", "curate/data_card.md"]))
     if r.sft is not None:
-        stages.append(StageSpec("sft", run_sft, sft_settings, after=["curate"], outputs=["sft/final"]))
+        stages.append(StageSpec("sft", run_sft, sft_settings, after=["curate"], outputs=["sft/final"],
+                                scratch=["checkpoints"]))
     if r.merge:
         stages.append(StageSpec("merge", run_merge, merge_settings, after=["sft"], outputs=["merge/model"]))
     upstream = "merge" if r.merge else "sft"
@@ -495,7 +496,7 @@ def build_stages(recipe: Recipe) -> list[StageSpec]:
         if r.preferences is None or not r.redteam:
             raise ValueError("align needs the preferences and redteam sections (its two DPO stages' pairs)")
         stages.append(StageSpec("align", run_align, align_settings, after=["preferences", "redteam_pairs"],
-                                outputs=["align/metrics.json"]))
+                                outputs=["align/metrics.json"], scratch=["stage*/checkpoints"]))
     made = {"base": [], "sft": ["sft"], "merged": [upstream], "aligned": ["align"]}
     present = {s.name for s in stages}
     labels = [lab for lab in LABELS if all(d in present for d in made[lab])]
