@@ -54,3 +54,22 @@ def test_kept_on_request_and_after_a_failure(tmp_path: Path) -> None:
         r.run(r.stages)
     # what a resumed attempt needs is still there
     assert len(list(failed.rglob("checkpoint-4"))) == 2 and not (failed / "align" / MARKER).exists()
+
+
+def test_a_path_that_cannot_be_deleted_leaves_the_stage_done(tmp_path: Path, monkeypatch, caplog) -> None:
+    import shutil
+
+    real = shutil.rmtree
+
+    def refuse_stage1(path: Path, *a: Any, **k: Any) -> None:
+        if "stage1" in str(path):
+            raise PermissionError("read-only")
+        real(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", refuse_stage1)
+    r = _runner(tmp_path, keep=False)
+    row = r.run(r.stages)["stages"][0]
+    assert row["status"] == "done" and (tmp_path / "align" / MARKER).is_file()
+    assert row["scratch_deleted"] == {"paths": ["stage2/checkpoints"], "bytes": 1000}  # only what went
+    assert (tmp_path / "align" / "stage1" / "checkpoints").is_dir()
+    assert "could not delete" in caplog.text

@@ -401,14 +401,22 @@ def _drop_scratch(sdir: Path, scratch: Sequence[str]) -> dict[str, Any] | None:
     """Delete a done stage's scratch paths; what went and how many bytes, or None when none existed.
 
     Only after the marker: a stage killed before it resumes from them, and a done stage is never
-    resumed (a rerun of it starts from an empty folder), so a kill halfway through this loses nothing."""
-    paths = sorted({p for pattern in scratch for p in sdir.glob(pattern)})
-    if not paths:
-        return None
-    size = sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
-    for p in paths:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    return {"paths": [str(p.relative_to(sdir)) for p in paths], "bytes": size}
+    resumed (a rerun of it starts from an empty folder), so a kill halfway through this loses nothing.
+    The stage is done whatever happens here, so a path that cannot be deleted is a warning."""
+    deleted, size = [], 0
+    for p in sorted({p for pattern in scratch for p in sdir.glob(pattern)}):
+        n = sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+        try:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError as e:
+            log.warning("%s: could not delete %s (%s); the stage is done, delete it by hand", sdir.name, p, e)
+            continue
+        deleted.append(str(p.relative_to(sdir)))
+        size += n
+    return {"paths": deleted, "bytes": size} if deleted else None
 
 
 def _clear(folder: Path, keep: set[Path]) -> None:
